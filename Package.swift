@@ -1,0 +1,66 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+/// Settings every Swift target shares: Swift 6 language mode with the upcoming features that make
+/// imports and existentials explicit.
+let strictSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "ShmTransport",
+    products: [
+        .library(name: "ShmCleanup", targets: ["ShmCleanup"]),
+        .executable(name: "shmmonitor", targets: ["shmmonitor"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+    ],
+    targets: [
+        // Layer 1: C shims — only what Swift cannot call.
+        .target(name: "CShmTransport"),
+        .systemLibrary(
+            name: "CZeroMQ",
+            pkgConfig: "libzmq",
+            providers: [.apt(["libzmq3-dev"])]
+        ),
+
+        // Layer 2: the cleanup engine. No ZeroMQ here.
+        .target(
+            name: "ShmCleanup",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
+        // Layer 6: executables.
+        .executableTarget(
+            name: "shmmonitor",
+            dependencies: [
+                "ShmCleanup",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
+        .testTarget(
+            name: "ShmCleanupTests",
+            dependencies: ["ShmCleanup"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "shmmonitorTests",
+            dependencies: ["ShmCleanup"],
+            swiftSettings: strictSettings
+        ),
+    ]
+)

@@ -1,0 +1,18 @@
+#ifndef CSHMTRANSPORT_H
+#define CSHMTRANSPORT_H
+
+/* Only what Swift cannot call directly lives here: the variadic syscall(2) for futexes.
+ * Everything else (shm_open, posix_fallocate, robust mutexes, atomics) is called from Swift. */
+
+#include <stdint.h>
+#include <time.h>
+
+/// Waits while *addr == expected, on a futex shared between processes (no FUTEX_PRIVATE_FLAG).
+/// Returns 0 on wake-up, or -1 with errno (EAGAIN: value changed, ETIMEDOUT, EINTR).
+/// timeout may be NULL (wait forever); it is relative.
+int cshm_futex_wait(uint32_t *addr, uint32_t expected, const struct timespec *timeout);
+
+/// Wakes up to count waiters on a futex shared between processes. Returns the number woken or -1.
+int cshm_futex_wake(uint32_t *addr, int count);
+
+#endif

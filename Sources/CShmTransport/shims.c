@@ -1,0 +1,14 @@
+#define _GNU_SOURCE
+#include "CShmTransport.h"
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+int cshm_futex_wait(uint32_t *addr, uint32_t expected, const struct timespec *timeout) {
+    return (int)syscall(SYS_futex, addr, FUTEX_WAIT, expected, timeout, NULL, 0);
+}
+
+int cshm_futex_wake(uint32_t *addr, int count) {
+    return (int)syscall(SYS_futex, addr, FUTEX_WAKE, count, NULL, NULL, 0);
+}
