@@ -14,6 +14,7 @@ let package = Package(
     products: [
         .library(name: "ShmCleanup", targets: ["ShmCleanup"]),
         .executable(name: "shmmonitor", targets: ["shmmonitor"]),
+        .executable(name: "shm-keepalive", targets: ["shm-keepalive"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -44,6 +45,16 @@ let package = Package(
         // Layer 6: executables.
         .executableTarget(
             name: "shmmonitor",
+            dependencies: [
+                "ShmCleanup",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
+        .executableTarget(
+            name: "shm-keepalive",
             dependencies: [
                 "ShmCleanup",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -32,11 +32,14 @@ public struct ProcessUse: Sendable, Hashable, Codable, CustomStringConvertible {
 }
 
 /// Reads `/proc` to tell which processes are alive and which map which files.
-struct ProcessInspector: Sendable {
+public struct ProcessInspector: Sendable {
     var procRoot = "/proc"
 
+    /// Creates an inspector of the live system.
+    public init() {}
+
     /// Start time (field 22 of `/proc/<pid>/stat`, clock ticks since boot) and state letter.
-    func stat(pid: Int32) -> (startTime: UInt64, state: Character)? {
+    public func stat(pid: Int32) -> (startTime: UInt64, state: Character)? {
         guard let bytes = Posix.readSmallFile("\(procRoot)/\(pid)/stat", limit: 4096) else { return nil }
         // The command may contain spaces and ')': fields start after the last ')'.
         guard let close = bytes.lastIndex(of: UInt8(ascii: ")")) else { return nil }
@@ -50,7 +53,7 @@ struct ProcessInspector: Sendable {
 
     /// Whether `pid` is a live (not zombie) process, and — when `startTime` is given — the same
     /// process that registered (not a recycled pid).
-    func isAlive(pid: Int32, startTime: UInt64?) -> Bool {
+    public func isAlive(pid: Int32, startTime: UInt64?) -> Bool {
         guard pid > 0, let info = stat(pid: pid), info.state != "Z", info.state != "X" else { return false }
         if let startTime, startTime != 0 { return info.startTime == startTime }
         return true
