@@ -63,14 +63,21 @@ let package = Package(
             swiftSettings: strictSettings
         ),
 
+        // Test support: private shm directories, running the built tools, holder processes.
+        .target(
+            name: "ShmTestSupport",
+            dependencies: ["ShmCleanup"],
+            path: "Tests/ShmTestSupport",
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "ShmCleanupTests",
-            dependencies: ["ShmCleanup"],
+            dependencies: ["ShmCleanup", "ShmTestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
         .testTarget(
             name: "shmmonitorTests",
-            dependencies: ["ShmCleanup"],
+            dependencies: ["ShmCleanup", "ShmTestSupport"],
             swiftSettings: strictSettings
         ),
     ]

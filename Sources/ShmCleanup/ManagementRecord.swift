@@ -18,6 +18,11 @@ public struct ManagementRecord: Sendable, Hashable, Codable {
         public var attachedAtNanos: UInt64
         public var lastHeartbeatNanos: UInt64
 
+        enum CodingKeys: String, CodingKey {
+            case pid, uid, startTime = "start_time", slurmJobID = "slurm_job_id", slurmStepID = "slurm_step_id"
+            case segmentID = "segment_id", attachedAtNanos = "attached_at_ns", lastHeartbeatNanos = "last_heartbeat_ns"
+        }
+
         public init(
             pid: Int32, uid: UInt32, startTime: UInt64, slurmJobID: UInt32 = 0, slurmStepID: UInt32? = nil,
             segmentID: UInt16 = 0, attachedAtNanos: UInt64 = 0, lastHeartbeatNanos: UInt64 = 0
@@ -42,6 +47,10 @@ public struct ManagementRecord: Sendable, Hashable, Codable {
         public var freeBytes: UInt64
         public var creatorPID: Int32
 
+        enum CodingKeys: String, CodingKey {
+            case id, allocator, size, freeBytes = "free_bytes", creatorPID = "creator_pid"
+        }
+
         public init(id: UInt16, allocator: UInt8 = 0, size: UInt64, freeBytes: UInt64, creatorPID: Int32 = 0) {
             self.id = id
             self.allocator = allocator
@@ -64,6 +73,11 @@ public struct ManagementRecord: Sendable, Hashable, Codable {
         public var userFlags: UInt64
         /// Directory prefix of a file-backed region (`<path>fmq_<id>_rg_<n>`); empty for shm.
         public var path: String
+
+        enum CodingKeys: String, CodingKey {
+            case id, destroyed, size, rcSegmentSize = "rc_segment_size", creationFlags = "creation_flags"
+            case userFlags = "user_flags", path
+        }
 
         public init(
             id: UInt16, destroyed: Bool = false, size: UInt64, rcSegmentSize: UInt64 = 0, creationFlags: Int32 = 0,
@@ -97,6 +111,13 @@ public struct ManagementRecord: Sendable, Hashable, Codable {
     public var processes: [Process]
     public var segments: [Segment]
     public var regions: [Region]
+
+    enum CodingKeys: String, CodingKey {
+        case sessionName = "session_name", creatorUID = "creator_uid", creatorPID = "creator_pid"
+        case creatorSlurmJobID = "creator_slurm_job_id", creatorSlurmStepID = "creator_slurm_step_id", flags
+        case createdAtNanos = "created_at_ns", deviceCount = "device_count", eventCounter = "event_counter"
+        case heartbeat, totalSize = "total_size", ready, processes, segments, regions
+    }
 
     public init(
         sessionName: String, creatorUID: UInt32, creatorPID: Int32, creatorSlurmJobID: UInt32 = 0,

@@ -23,6 +23,10 @@ public struct ProcessUse: Sendable, Hashable, Codable, CustomStringConvertible {
     /// The Slurm job recorded for a registered process, if any.
     public let slurmJobID: UInt32?
 
+    enum CodingKeys: String, CodingKey {
+        case pid, command, evidence, objects, slurmJobID = "slurm_job_id"
+    }
+
     public var description: String {
         switch evidence {
         case .maps: return "pid \(pid) (\(command)) maps \(objects.joined(separator: ", "))"

@@ -6,13 +6,17 @@ import SystemPackage
 #endif
 
 /// The result of scanning a shm directory.
-public struct ShmDirectoryScan: Sendable, Codable {
+public struct ShmDirectoryScan: Sendable, Encodable {
     /// The directory scanned.
     public let directory: String
     /// Sessions, sorted by shmId.
     public let sessions: [ShmSession]
     /// Entries that are not transport objects (never touched).
     public let foreignEntries: [String]
+
+    enum CodingKeys: String, CodingKey {
+        case directory, sessions, foreignEntries = "foreign_entries"
+    }
 }
 
 /// Scans a shm directory into sessions: objects with owner and size, the management record

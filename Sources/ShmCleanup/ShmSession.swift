@@ -1,7 +1,7 @@
 /// Everything the engine found about one session (one shmId) in a shm directory.
-public struct ShmSession: Sendable, Codable {
+public struct ShmSession: Sendable, Encodable {
     /// What the session's management segment told the engine.
-    public enum ManagementStatus: Sendable, Hashable, Codable, CustomStringConvertible {
+    public enum ManagementStatus: Sendable, Hashable, CustomStringConvertible {
         /// Ours, decoded.
         case ours
         /// There is no `fmq_<id>_mng`: a crashed or half-removed session.
@@ -43,5 +43,24 @@ public struct ShmSession: Sendable, Codable {
         guard let record else { return [] }
         let jobs = record.processes.map(\.slurmJobID) + [record.creatorSlurmJobID]
         return Array(Set(jobs.filter { $0 != 0 })).sorted()
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case shmID = "shmid", session, management, record, users, objects, totalBytes = "total_bytes"
+        case inUse = "in_use", ownerUIDs = "owner_uids", slurmJobIDs = "slurm_job_ids"
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(shmID, forKey: .shmID)
+        try c.encodeIfPresent(sessionName, forKey: .session)
+        try c.encode(managementStatus.description, forKey: .management)
+        try c.encodeIfPresent(record, forKey: .record)
+        try c.encode(users, forKey: .users)
+        try c.encode(objects, forKey: .objects)
+        try c.encode(totalBytes, forKey: .totalBytes)
+        try c.encode(isInUse, forKey: .inUse)
+        try c.encode(ownerUIDs, forKey: .ownerUIDs)
+        try c.encode(slurmJobIDs, forKey: .slurmJobIDs)
     }
 }
