@@ -1,4 +1,4 @@
-// swift-tools-version: 6.1
+// swift-tools-version: 6.2
 import PackageDescription
 
 /// Settings every Swift target shares: Swift 6 language mode with the upcoming features that make
@@ -7,6 +7,12 @@ let strictSettings: [SwiftSetting] = [
     .swiftLanguageMode(.v6),
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("MemberImportVisibility"),
+    .treatAllWarnings(as: .error),
+]
+
+/// C shims build with every warning as an error.
+let strictCSettings: [CSetting] = [
+    .unsafeFlags(["-Wall", "-Wextra", "-Werror"])
 ]
 
 let package = Package(
@@ -24,7 +30,7 @@ let package = Package(
     ],
     targets: [
         // Layer 1: C shims — only what Swift cannot call.
-        .target(name: "CShmTransport"),
+        .target(name: "CShmTransport", cSettings: strictCSettings),
         .systemLibrary(
             name: "CZeroMQ",
             pkgConfig: "libzmq",
@@ -60,6 +66,18 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: strictSettings
+        ),
+
+        // Benchmarks (numbers in docs/, never in timed tests).
+        .executableTarget(
+            name: "shmcleanup-bench",
+            dependencies: [
+                "ShmCleanup",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/shmcleanup-bench",
             swiftSettings: strictSettings
         ),
 
