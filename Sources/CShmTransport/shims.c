@@ -2,6 +2,7 @@
 #include "CShmTransport.h"
 
 #include <linux/futex.h>
+#include <spawn.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -11,4 +12,8 @@ int cshm_futex_wait(uint32_t *addr, uint32_t expected, const struct timespec *ti
 
 int cshm_futex_wake(uint32_t *addr, int count) {
     return (int)syscall(SYS_futex, addr, FUTEX_WAKE, count, NULL, NULL, 0);
+}
+
+short cshm_posix_spawn_setsid_flag(void) {
+    return POSIX_SPAWN_SETSID;
 }

@@ -13,7 +13,7 @@ import SystemPackage
 /// extra flags are ours. Modes are checked in FairMQ's order: get-shmid, cleanup, list-all,
 /// view.
 @main
-struct ShmMonitorCommand: ParsableCommand {
+struct ShmMonitorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "shmmonitor",
         abstract: "Inspect and clean up the shared memory of transport sessions (FairMQ-compatible).",
@@ -58,14 +58,26 @@ struct ShmMonitorCommand: ParsableCommand {
 
     @OptionGroup var cleanupOptions: CleanupOptions
 
+    @OptionGroup var monitorOptions: MonitorOptions
+
     /// Ours: machine-readable output.
     @Flag(help: "Print listings and reports as JSON on standard output.")
     var json = false
 
     mutating func validate() throws {
-        let modes = [getShmID, cleanup, listAll].filter { $0 }.count
+        let modes = [getShmID, cleanup, listAll, monitorOptions.monitor].filter { $0 }.count
         if modes > 1 {
-            throw ValidationError("'--get-shmid', '--cleanup' and '--list-all' are separate modes; give one of them")
+            throw ValidationError(
+                "'--get-shmid', '--cleanup', '--list-all' and '--monitor' are separate modes; give one of them")
+        }
+        if !monitorOptions.monitor && monitorOptions.anyMonitorOnly {
+            throw ValidationError("'--self-destruct', '--daemonize' and '--clean-on-exit' only apply with '--monitor'")
+        }
+        if monitorOptions.monitor && (selection.session.count + selection.shmid.count > 1 || view) {
+            throw ValidationError("'--monitor' watches one session: give one '-s' or '--shmid', without '--view'")
+        }
+        if monitorOptions.monitor && monitorOptions.timeout == 0 {
+            throw ValidationError("'--timeout 0' would clean sessions at once; give milliseconds > 0")
         }
         if Logger.Level(rawValue: severity) == nil {
             throw ValidationError("unknown --severity '\(severity)'; use trace, debug, info, notice, warning, error or critical")
@@ -81,7 +93,7 @@ struct ShmMonitorCommand: ParsableCommand {
         }
     }
 
-    func run() throws {
+    func run() async throws {
         let level = verbose ? .debug : (Logger.Level(rawValue: severity) ?? .warning)
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -96,6 +108,11 @@ struct ShmMonitorCommand: ParsableCommand {
         } else if cleanup {
             try CleanupMode(selection: selection, options: cleanupOptions, directory: directory(), logger: logger)
                 .run(output: output)
+        } else if monitorOptions.monitor {
+            let target = try selection.resolve()[0].id
+            try await MonitorMode(
+                id: target, directory: try directory(), options: monitorOptions, verbose: verbose, logger: logger
+            ).run()
         } else if listAll {
             try ListAllMode(directory: try listDirectory(), logger: logger).run(output: output)
         } else {
@@ -113,10 +130,14 @@ struct ShmMonitorCommand: ParsableCommand {
     }
 
     /// Runs the command with the exit codes of `DESIGN.md`: usage errors exit 2, not 64.
-    static func main() {
+    static func main() async {
         do {
             var command = try parseAsRoot()
-            try command.run()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
         } catch let error as ShmCleanupError {
             Output.printError(error.description)
             Foundation_exit(2)

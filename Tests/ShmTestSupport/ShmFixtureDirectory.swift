@@ -156,3 +156,28 @@ public final class KeepAliveChild: @unchecked Sendable {
         process.waitUntilExit()
     }
 }
+
+/// Starts one of the package's executables in the background (output discarded).
+public func startTool(_ name: String, _ arguments: [String]) throws -> Process {
+    let process = Process()
+    process.executableURL = builtProductsDirectory().appendingPathComponent(name)
+    process.arguments = arguments
+    var env = ProcessInfo.processInfo.environment
+    env.removeValue(forKey: "SHMTRANSPORT_SHM_DIR")
+    env.removeValue(forKey: "SHMTRANSPORT_SESSION")
+    process.environment = env
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    return process
+}
+
+/// Polls `condition` every 20 ms until it holds or `seconds` pass; returns whether it held.
+public func waitUntil(seconds: Double, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        usleep(20_000)
+    }
+    return condition()
+}

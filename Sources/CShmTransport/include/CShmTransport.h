@@ -15,4 +15,7 @@ int cshm_futex_wait(uint32_t *addr, uint32_t expected, const struct timespec *ti
 /// Wakes up to count waiters on a futex shared between processes. Returns the number woken or -1.
 int cshm_futex_wake(uint32_t *addr, int count);
 
+/// The `POSIX_SPAWN_SETSID` flag for posix_spawnattr_setflags (a _GNU_SOURCE macro Swift does not see).
+short cshm_posix_spawn_setsid_flag(void);
+
 #endif
