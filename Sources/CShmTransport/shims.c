@@ -17,3 +17,7 @@ int cshm_futex_wake(uint32_t *addr, int count) {
 short cshm_posix_spawn_setsid_flag(void) {
     return POSIX_SPAWN_SETSID;
 }
+
+int cshm_posix_spawn_file_actions_addclosefrom(void *actions, int lowfd) {
+    return posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, lowfd);
+}

@@ -18,4 +18,9 @@ int cshm_futex_wake(uint32_t *addr, int count);
 /// The `POSIX_SPAWN_SETSID` flag for posix_spawnattr_setflags (a _GNU_SOURCE macro Swift does not see).
 short cshm_posix_spawn_setsid_flag(void);
 
+/// Makes a posix_spawn child close every descriptor from `lowfd` up (a _GNU_SOURCE function Swift
+/// does not see), so a daemon keeps no pipe of its parent open. Returns 0 or an errno value.
+/// The corresponding C function is `posix_spawn_file_actions_addclosefrom_np`.
+int cshm_posix_spawn_file_actions_addclosefrom(void *actions, int lowfd);
+
 #endif
