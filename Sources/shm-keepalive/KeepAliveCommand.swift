@@ -80,7 +80,7 @@ struct KeepAliveCommand: ParsableCommand {
         held.unmap()
         if !noCleanup {
             let report = try SessionCleaner(directory: directory, logger: logger).clean([id], options: .init(force: true))
-            for s in report.sessions where s.status != .removed {
+            for s in report.sessions where s.status != .removed && s.status != .nothingFound {
                 logger.error("cleanup incomplete", metadata: ["shm.id": "\(id)", "status": "\(s.status.rawValue)"])
             }
         }
