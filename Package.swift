@@ -49,6 +49,17 @@ let package = Package(
             swiftSettings: strictSettings
         ),
 
+        // Layer 4: the transport (messages, sockets, poller; shmem and zeromq behind one API).
+        .target(
+            name: "ShmTransport",
+            dependencies: [
+                "ShmCleanup", "CZeroMQ",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
         // Layer 6: executables.
         .executableTarget(
             name: "shmmonitor",
@@ -68,6 +79,18 @@ let package = Package(
                 "ShmCleanup",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
+        // One end of a transfer in its own process, for the transport's cross-process tests.
+        .executableTarget(
+            name: "transport-peer",
+            dependencies: [
+                "ShmTransport", "ShmCleanup",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: strictSettings
         ),
@@ -94,6 +117,15 @@ let package = Package(
         .testTarget(
             name: "ShmCleanupTests",
             dependencies: ["ShmCleanup", "ShmTestSupport", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "ShmTransportTests",
+            dependencies: [
+                "ShmTransport", "ShmCleanup", "ShmTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -1,0 +1,72 @@
+import ShmCleanup
+import SystemPackage
+
+/// Which transport a factory implements. The raw values are what `--transport` accepts.
+public enum TransportKind: String, Sendable, CaseIterable, CustomStringConvertible {
+    /// Payload in the session's shared-memory segments; only a small metadata frame per message
+    /// crosses ZeroMQ. Zero-copy between processes on one node.
+    case shmem
+    /// Payload copied through libzmq. Works across nodes; no shared memory.
+    case zeromq
+
+    public var description: String { rawValue }
+}
+
+/// How a ``TransportFactory`` is set up. The defaults are FairMQ's.
+public struct TransportConfiguration: Sendable {
+    /// The session whose shared memory the `shmem` transport uses. Default: `$SHMTRANSPORT_SESSION`,
+    /// else `default`.
+    public var session: SessionID
+    /// Where the session's shared-memory objects live. Default: `$SHMTRANSPORT_SHM_DIR`, else `/dev/shm`.
+    public var shmDirectory: FilePath
+    /// Size of the segment this process creates when it is the first of the session (2 GiB).
+    public var segmentSize: Int
+    /// The managed segment this process allocates from (receivers read any segment).
+    public var segmentID: UInt16
+    /// Pad every metadata frame to at least this many bytes (0 = no padding), so ZeroMQ's
+    /// high-water marks apply back-pressure with fewer buffers in flight. FairMQ's `--shm-metadata-msg-size`.
+    public var metadataMessageSize: Int
+    /// Zero the segment's free memory when this process creates it.
+    public var zeroSegmentOnCreation: Bool
+    /// Lock the segment's pages in RAM when this process creates it.
+    public var mlockSegmentOnCreation: Bool
+    /// Zero the segment's free memory on every attach.
+    public var zeroSegmentOnAttach: Bool
+    /// Lock the segment's pages in RAM on every attach.
+    public var mlockSegmentOnAttach: Bool
+    /// The last process out leaves the session's memory in place (for keep-alive processes).
+    public var noCleanup: Bool
+    /// ZeroMQ I/O threads of the factory's context (1).
+    public var ioThreads: Int
+    /// Linger of new sockets in milliseconds (FairMQ: 1000); -1 = wait for ever on close.
+    public var defaultLinger: Int
+
+    /// Creates a configuration; every argument has FairMQ's default.
+    public init(
+        session: SessionID = (try? SessionID.fromEnvironment()) ?? .default,
+        shmDirectory: FilePath = SessionScanner.defaultDirectory,
+        segmentSize: Int = 2 << 30,
+        segmentID: UInt16 = 0,
+        metadataMessageSize: Int = 0,
+        zeroSegmentOnCreation: Bool = false,
+        mlockSegmentOnCreation: Bool = false,
+        zeroSegmentOnAttach: Bool = false,
+        mlockSegmentOnAttach: Bool = false,
+        noCleanup: Bool = false,
+        ioThreads: Int = 1,
+        defaultLinger: Int = 1000
+    ) {
+        self.session = session
+        self.shmDirectory = shmDirectory
+        self.segmentSize = segmentSize
+        self.segmentID = segmentID
+        self.metadataMessageSize = metadataMessageSize
+        self.zeroSegmentOnCreation = zeroSegmentOnCreation
+        self.mlockSegmentOnCreation = mlockSegmentOnCreation
+        self.zeroSegmentOnAttach = zeroSegmentOnAttach
+        self.mlockSegmentOnAttach = mlockSegmentOnAttach
+        self.noCleanup = noCleanup
+        self.ioThreads = ioThreads
+        self.defaultLinger = defaultLinger
+    }
+}

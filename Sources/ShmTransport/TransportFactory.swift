@@ -1,0 +1,109 @@
+import Logging
+import ShmCleanup
+
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+/// Makes messages, sockets and pollers of one transport (`shmem` or `zeromq`), behind one API.
+///
+/// A `shmem` factory attaches the session's shared memory when it is made (creating it if it is
+/// the first process of the session) and detaches when the last of its messages and sockets is
+/// gone; the last process of the session removes the memory unless `noCleanup` is set.
+/// A factory owns one ZeroMQ context: `inproc://` endpoints connect sockets of the same factory.
+public final class TransportFactory: @unchecked Sendable {
+    /// The transport this factory implements.
+    public let kind: TransportKind
+    /// How it was configured.
+    public let configuration: TransportConfiguration
+    /// The shmId of the configured session (also used by `zeromq` factories, for logs).
+    public let shmID: ShmID
+    let context: ZmqContext
+    let interrupter: Interrupter
+    let logger: Logger
+    let shm: ShmemState?
+
+    /// Creates a factory.
+    /// - Parameters:
+    ///   - kind: `shmem` or `zeromq`.
+    ///   - configuration: session, segment size and the other options; FairMQ's defaults.
+    ///   - logger: where the transport logs (metadata `shm.session`, `shm.id`, `transport`).
+    /// - Throws: ``TransportError`` when the options make no sense or the session's memory
+    ///   cannot be created or attached (the message says how to fix it).
+    public init(_ kind: TransportKind, configuration: TransportConfiguration = TransportConfiguration(), logger: Logger)
+        throws(TransportError)
+    {
+        guard configuration.ioThreads >= 1 else {
+            throw TransportError(.invalidArgument, "io threads is \(configuration.ioThreads); give 1 or more")
+        }
+        guard configuration.metadataMessageSize >= 0, configuration.metadataMessageSize <= 1 << 20 else {
+            throw TransportError(.invalidArgument, "metadata message size is \(configuration.metadataMessageSize); give 0 ... 1048576 bytes")
+        }
+        self.kind = kind
+        self.configuration = configuration
+        self.shmID = ShmID(session: configuration.session)
+        var logger = logger
+        logger[metadataKey: "transport"] = "\(kind)"
+        logger[metadataKey: "shm.session"] = "\(configuration.session)"
+        logger[metadataKey: "shm.id"] = "\(shmID)"
+        self.logger = logger
+        self.context = try ZmqContext(ioThreads: configuration.ioThreads)
+        self.interrupter = try Interrupter()
+        self.shm = kind == .shmem ? try ShmemState(configuration, logger: logger) : nil
+    }
+
+    /// An empty message; `alignment` applies to what is later received into it.
+    public func makeMessage(alignment: Int = 0) -> Message {
+        Message(factory: self, storage: .empty, base: nil, size: 0, alignment: alignment)
+    }
+
+    /// A message of `size` bytes (uninitialised), its first byte aligned to `alignment`
+    /// (0 = 16; else a power of two up to 1 MiB). Size 0 gives an empty message.
+    /// - Throws: ``TransportError/Code/invalidArgument`` for a bad size or alignment,
+    ///   ``TransportError/Code/badAlloc`` when the memory is full (after the configured retries).
+    public func makeMessage(size: Int, alignment: Int = 0) throws(TransportError) -> Message {
+        guard size >= 0 else { throw TransportError(.invalidArgument, "message size \(size) is negative; give 0 or more bytes") }
+        guard alignment == 0 || (alignment > 0 && alignment & (alignment - 1) == 0 && alignment <= 1 << 20) else {
+            throw TransportError(.invalidArgument, "alignment \(alignment) is not a power of two up to 1048576; give e.g. 64 or 4096, or 0 for the default")
+        }
+        if size == 0 { return makeMessage(alignment: alignment) }
+        switch kind {
+        case .zeromq:
+            let payload = try HeapPayload(size: size, alignment: alignment)
+            return Message(factory: self, storage: .heap(payload), base: payload.base, size: size, alignment: alignment)
+        case .shmem:
+            let (payload, base) = try shmAllocate(size: size, alignment: alignment)
+            return Message(factory: self, storage: .shm(payload), base: base, size: size, alignment: alignment)
+        }
+    }
+
+    /// A message holding a copy of `bytes`.
+    public func makeMessage(copying bytes: UnsafeRawBufferPointer, alignment: Int = 0) throws(TransportError) -> Message {
+        let message = try makeMessage(size: bytes.count, alignment: alignment)
+        if let base = message.data, bytes.count > 0 { base.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
+        return message
+    }
+
+    /// A socket of this transport.
+    /// - Throws: ``TransportError/Code/unsupported`` for PUB/SUB over `shmem` (one receiver per message).
+    public func makeSocket(_ type: SocketType, name: String = "") throws(TransportError) -> Socket {
+        try Socket(factory: self, type: type, name: name)
+    }
+
+    /// Makes every blocked or later transfer of this factory's sockets return
+    /// ``TransferResult/interrupted`` (and, over `shmem`, aborts allocations waiting for room)
+    /// until ``resume()``. Safe to call from any thread.
+    public func interrupt() {
+        interrupter.interrupt()
+        shmInterrupt()
+    }
+
+    /// Lets transfers run again after ``interrupt()``.
+    public func resume() {
+        interrupter.resume()
+        shmResume()
+    }
+
+    /// Whether ``interrupt()`` is in effect.
+    public var isInterrupted: Bool { interrupter.isInterrupted }
+}

@@ -1,0 +1,145 @@
+import CZeroMQ
+
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+/// The last ZeroMQ error as a ``TransportError``; `what` names the call and its subject.
+func zmqError(_ what: String, hint: String = "") -> TransportError {
+    let number = zmq_errno()
+    let reason = String(cString: zmq_strerror(number))
+    return TransportError(.zeroMQ, "\(what) failed: \(reason)\(hint.isEmpty ? "" : "; \(hint)")", errno: number)
+}
+
+/// A ZeroMQ context (one per factory). `zmq_ctx_term` runs when the last socket is gone, because
+/// every socket keeps its context alive.
+final class ZmqContext: @unchecked Sendable {
+    let raw: UnsafeMutableRawPointer
+
+    init(ioThreads: Int) throws(TransportError) {
+        guard let raw = zmq_ctx_new() else { throw zmqError("zmq_ctx_new") }
+        self.raw = raw
+        if zmq_ctx_set(raw, ZMQ_IO_THREADS, Int32(ioThreads)) != 0 {
+            zmq_ctx_term(raw)
+            throw zmqError("setting \(ioThreads) ZeroMQ I/O threads", hint: "give --io-threads a value of 1 or more")
+        }
+        _ = zmq_ctx_set(raw, ZMQ_MAX_SOCKETS, 10_000)
+    }
+
+    deinit {
+        while zmq_ctx_term(raw) != 0 && zmq_errno() == EINTR {}
+    }
+}
+
+/// Wakes blocked transfers: a pipe whose read end every blocking poll also watches, plus a flag.
+/// While interrupted, the pipe holds a byte, so every wait returns at once.
+final class Interrupter: @unchecked Sendable {
+    /// The read end, watched by `zmq_poll`.
+    let fd: Int32
+    private let writeEnd: Int32
+    private let lock = NSLockLike()
+    private var interrupted = false
+
+    init() throws(TransportError) {
+        var ends: [Int32] = [0, 0]
+        guard pipe(&ends) == 0 else {
+            throw TransportError(.zeroMQ, "pipe failed; raise the open file limit (ulimit -n)", errno: errno)
+        }
+        for end in ends {
+            _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(end, F_SETFD, FD_CLOEXEC)
+        }
+        fd = ends[0]
+        writeEnd = ends[1]
+    }
+
+    deinit {
+        close(fd)
+        close(writeEnd)
+    }
+
+    var isInterrupted: Bool { lock.withLock { interrupted } }
+
+    func interrupt() {
+        lock.withLock {
+            guard !interrupted else { return }
+            interrupted = true
+            var one: UInt8 = 1
+            _ = write(writeEnd, &one, 1)
+        }
+    }
+
+    func resume() {
+        lock.withLock {
+            guard interrupted else { return }
+            interrupted = false
+            var byte: UInt8 = 0
+            while read(fd, &byte, 1) == 1 {}
+        }
+    }
+}
+
+/// A small pthread mutex with a closure-scoped lock (no Foundation in the library).
+final class NSLockLike: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    init() { pthread_mutex_init(mutex, nil) }
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+    func withLock<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
+    }
+}
+
+/// A deadline for a transfer timeout in milliseconds: -1 = forever, 0 = do not wait.
+struct Deadline {
+    private let end: UInt64?  // CLOCK_MONOTONIC nanoseconds
+
+    init(timeoutMilliseconds: Int) {
+        end = timeoutMilliseconds < 0 ? nil : Deadline.now() + UInt64(timeoutMilliseconds) * 1_000_000
+    }
+
+    static func now() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    /// Milliseconds left for `zmq_poll` (-1 = forever), or `nil` once the deadline has passed.
+    var remainingMilliseconds: Int? {
+        guard let end else { return -1 }
+        let now = Deadline.now()
+        guard now < end else { return nil }
+        return Int((end - now + 999_999) / 1_000_000)
+    }
+}
+
+/// Waits until `socket` is ready for `events` (ZMQ_POLLIN or ZMQ_POLLOUT), the interrupter fires
+/// or the deadline passes.
+enum WaitOutcome { case ready, timeout, interrupted, failed(TransportError) }
+
+func zmqWait(_ socket: UnsafeMutableRawPointer, events: Int32, interrupter: Interrupter, deadline: Deadline)
+    -> WaitOutcome
+{
+    while true {
+        if interrupter.isInterrupted { return .interrupted }
+        guard let remaining = deadline.remainingMilliseconds else { return .timeout }
+        var items = (
+            zmq_pollitem_t(socket: socket, fd: 0, events: Int16(events), revents: 0),
+            zmq_pollitem_t(socket: nil, fd: interrupter.fd, events: Int16(ZMQ_POLLIN), revents: 0)
+        )
+        let rc = withUnsafeMutableBytes(of: &items) { raw in
+            zmq_poll(raw.baseAddress!.assumingMemoryBound(to: zmq_pollitem_t.self), 2, remaining)
+        }
+        if rc < 0 {
+            if zmq_errno() == EINTR { continue }
+            if zmq_errno() == ETERM { return .interrupted }
+            return .failed(zmqError("zmq_poll"))
+        }
+        if items.1.revents != 0 || interrupter.isInterrupted { return .interrupted }
+        if items.0.revents & Int16(events) != 0 { return .ready }
+    }
+}

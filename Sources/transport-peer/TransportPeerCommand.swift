@@ -1,0 +1,155 @@
+import ArgumentParser
+import Logging
+import ShmCleanup
+import ShmTransport
+import SystemPackage
+
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+/// `transport-peer`: one end of a transfer in its own process, for the cross-process tests.
+///
+/// It binds or connects one socket, then sends or receives messages filled with a known
+/// pattern and checks every byte it receives. Output (stdout, one line each):
+/// `ready <endpoint>` once bound or connected, `block <segment> <offset> <size>` for every
+/// shmem message it sends with `--report-blocks`, `done <messages> <bytes>` at the end.
+/// Exit codes: 0 success, 1 a transfer failed or a byte was wrong, 2 bad usage.
+@main
+struct TransportPeerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "transport-peer",
+        abstract: "Send or receive patterned messages over the shmem or zeromq transport (test peer).")
+
+    enum Role: String, ExpressibleByArgument { case send, receive }
+
+    @Option(help: "shmem or zeromq.")
+    var transport: String = "shmem"
+    @Option(name: [.customShort("s"), .long], help: "Session id (default: $SHMTRANSPORT_SESSION or 'default').")
+    var session: String?
+    @Option(name: .customLong("shm-dir"), help: "Shm directory (default: $SHMTRANSPORT_SHM_DIR or /dev/shm).")
+    var shmDir: String?
+    @Option(name: .customLong("segment-size"), help: "Segment size in bytes if this process creates the session.")
+    var segmentSize: Int = 256 << 20
+    @Option(help: "Socket type: pair, push, pull, req, rep.")
+    var socket: String
+    @Option(help: "Endpoint to bind (tcp://HOST:* picks a free port).")
+    var bind: String?
+    @Option(help: "Endpoint to connect.")
+    var connect: String?
+    @Option(help: "send or receive (req/rep always do both: req sends first).")
+    var role: Role
+    @Option(help: "Number of messages.")
+    var messages: Int = 10
+    @Option(help: "Bytes per part.")
+    var size: Int = 1000
+    @Option(help: "Parts per message (1 = a single message).")
+    var parts: Int = 1
+    @Option(help: "Per-transfer timeout in ms.")
+    var timeout: Int = 20_000
+    @Flag(name: .customLong("report-blocks"), help: "Print the shm block of every message sent.")
+    var reportBlocks = false
+    @Flag(name: .customLong("keep-copy"), help: "Keep a zero-copy copy of every message sent until the end (shmem proof).")
+    var keepCopy = false
+
+    mutating func validate() throws {
+        guard TransportKind(rawValue: transport) != nil else { throw ValidationError("--transport must be shmem or zeromq") }
+        guard SocketType(rawValue: socket) != nil else { throw ValidationError("--socket must be pair, push, pull, req or rep") }
+        guard (bind == nil) != (connect == nil) else { throw ValidationError("give exactly one of --bind and --connect") }
+        guard messages >= 0, size >= 0, parts >= 1 else { throw ValidationError("--messages and --size must be >= 0, --parts >= 1") }
+    }
+
+    func run() throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .warning
+            return handler
+        }
+        let logger = Logger(label: "transport-peer")
+        var configuration = TransportConfiguration()
+        if let session { configuration.session = try SessionID(session) }
+        if let shmDir { configuration.shmDirectory = FilePath(shmDir) }
+        configuration.segmentSize = segmentSize
+        configuration.defaultLinger = 10_000
+        let factory = try TransportFactory(TransportKind(rawValue: transport)!, configuration: configuration, logger: logger)
+        let sock = try factory.makeSocket(SocketType(rawValue: socket)!)
+        if let bind {
+            print("ready \(try sock.bind(bind))")
+        } else if let connect {
+            try sock.connect(connect)
+            print("ready \(connect)")
+        }
+        fflush(stdout)
+        var kept: [Message] = []
+        var total = 0
+        for index in 0..<messages {
+            let sends = sock.type == .req || (role == .send && sock.type != .rep)
+            if sends {
+                total += try sendOne(factory, sock, index: index, kept: &kept)
+                if sock.type == .req { total += try receiveOne(factory, sock, index: index) }
+            } else {
+                total += try receiveOne(factory, sock, index: index)
+                if sock.type == .rep { total += try sendOne(factory, sock, index: index, kept: &kept) }
+            }
+        }
+        print("done \(messages) \(total)")
+        fflush(stdout)
+        kept.removeAll()
+    }
+
+    func sendOne(_ factory: TransportFactory, _ sock: Socket, index: Int, kept: inout [Message]) throws -> Int {
+        var batch: [Message] = []
+        for part in 0..<parts {
+            let message = try factory.makeMessage(size: size)
+            message.withUnsafeMutableBytes { fillPattern($0, message: index, part: part) }
+            //REPORT-BLOCKS
+            if keepCopy { kept.append(message.copy()) }
+            batch.append(message)
+        }
+        let result = parts == 1 ? sock.send(batch[0], timeout: timeout) : sock.send(batch, timeout: timeout)
+        guard case .transferred(let n) = result else { throw PeerFailure("send \(index): \(result)") }
+        return n
+    }
+
+    func receiveOne(_ factory: TransportFactory, _ sock: Socket, index: Int) throws -> Int {
+        var received: [Message] = []
+        let result: TransferResult
+        if parts == 1 {
+            let message = factory.makeMessage()
+            result = sock.receive(message, timeout: timeout)
+            received = [message]
+        } else {
+            result = sock.receive(&received, timeout: timeout)
+        }
+        guard case .transferred(let n) = result else { throw PeerFailure("receive \(index): \(result)") }
+        guard received.count == parts else { throw PeerFailure("receive \(index): \(received.count) parts, expected \(parts)") }
+        for (part, message) in received.enumerated() {
+            guard message.size == size, message.withUnsafeBytes({ checkPattern($0, message: index, part: part) }) else {
+                throw PeerFailure("receive \(index) part \(part): wrong size \(message.size) or bytes")
+            }
+        }
+        return n
+    }
+}
+
+struct PeerFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Fills a buffer with the test pattern of (message, part): 64-bit words counting up from a seed.
+func fillPattern(_ buffer: UnsafeMutableRawBufferPointer, message: Int, part: Int) {
+    let seed = UInt64(message) &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(part) &* 0x1000_0001
+    let words = buffer.count / 8
+    for k in 0..<words { buffer.storeBytes(of: seed &+ UInt64(k), toByteOffset: k * 8, as: UInt64.self) }
+    for k in (words * 8)..<buffer.count { buffer[k] = UInt8(truncatingIfNeeded: seed &+ UInt64(k)) }
+}
+
+/// Whether a buffer holds the test pattern of (message, part).
+func checkPattern(_ buffer: UnsafeRawBufferPointer, message: Int, part: Int) -> Bool {
+    let seed = UInt64(message) &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(part) &* 0x1000_0001
+    let words = buffer.count / 8
+    for k in 0..<words where buffer.loadUnaligned(fromByteOffset: k * 8, as: UInt64.self) != seed &+ UInt64(k) { return false }
+    for k in (words * 8)..<buffer.count where buffer[k] != UInt8(truncatingIfNeeded: seed &+ UInt64(k)) { return false }
+    return true
+}
