@@ -383,6 +383,7 @@ EOF
     run -127 "$LAUNCH" --shm-dir "$SHMDIR" -- no-such-command-here
     [ "$status" -eq 127 ]
     [[ $output == *"command 'no-such-command-here' not found on PATH"* ]]
-    run -126 "$LAUNCH" --shm-dir "$SHMDIR" -- "$REPO/README.md"
-    [ "$status" -eq 126 ]
+    touch "$BATS_TEST_TMPDIR/not-executable"
+    run -126 "$LAUNCH" --shm-dir "$SHMDIR" -- "$BATS_TEST_TMPDIR/not-executable"
+    [[ $output == *"is not executable"* ]]
 }
