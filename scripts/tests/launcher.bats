@@ -315,6 +315,29 @@ EOF
     grep -q "still running 0.5s after SIGTERM; sending SIGKILL" "$ERR"
 }
 
+@test "a second signal while the commands are stopping kills them at once" {
+    local child t0
+    start_launcher -v --grace 30 --shm-dir "$SHMDIR" -s "$SID" -- bash -c 'trap "" TERM; echo "ready x"; while :; do sleep 0.05; done'
+    wait_ready "$OUT"
+    child=$(logged_pid "started pid")
+    t0=$SECONDS
+    kill -TERM "$LPID"
+    sleep 0.5
+    alive "$child"
+    kill -TERM "$LPID"
+    launcher_wait
+    [ "$LRC" -eq 143 ]
+    dead "$child"
+    [ $((SECONDS - t0)) -lt 10 ]
+    grep -q "got SIGTERM again; killing the commands" "$ERR"
+}
+
+@test "a launcher with its stdin closed still runs and cleans" {
+    run "$LAUNCH" --shm-dir "$SHMDIR" -s "$SID" -- "$KEEP" --no-cleanup --lifetime 0.1 <&-
+    [ "$status" -eq 0 ]
+    [ -z "$(objects "$SHMDIR" "$(shmid_of "$SID")")" ]
+}
+
 @test "--clean removes further sessions on entry and at the end" {
     local id
     id=$(shmid_of "$SID-x")
