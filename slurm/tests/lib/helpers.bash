@@ -1,0 +1,142 @@
+# shellcheck shell=bash
+# Helpers for the plugin's bats files. The cluster is started by scripts/test-slurm, which
+# exports SHMT_TEST_ROOT, SLURM_CONF, SHMT_BIN, SHMT_JOBS, SHMT_GO_DIR, SHMT_USER1/2, SHMT_RUN.
+
+# shellcheck source=scripts/lib/common.sh
+. "$BATS_TEST_DIRNAME/../../scripts/lib/common.sh"
+# shellcheck source=slurm/tests/lib/cluster.bash
+. "$BATS_TEST_DIRNAME/lib/cluster.bash"
+
+SHM_DIR=/dev/shm
+
+# Submits a batch job as user $1 (remaining arguments go to sbatch) and prints its id.
+t::submit() {
+    local user=$1 id
+    shift
+    id=$(runuser -u "$user" -- sbatch --parsable --chdir="$SHMT_GO_DIR" \
+        -o "$SHMT_GO_DIR/job-%j.out" -e "$SHMT_GO_DIR/job-%j.out" "$@")
+    echo "${id%%;*}"
+}
+
+t::output() { cat "$SHMT_GO_DIR/job-$1.out" 2>/dev/null || true; }
+
+# Waits until the job's output has a line matching $2 (at most $3 seconds, default 30; fails
+# at once when the job has ended without printing it).
+t::wait_for() {
+    local job=$1 pattern=$2 i
+    for ((i = 0; i < ${3:-30} * 10; i++)); do
+        t::output "$job" | grep -q -E "$pattern" && return 0
+        if ((i % 10 == 9)) && [ -z "$(squeue -h -j "$job" 2>/dev/null)" ]; then
+            t::output "$job" | grep -q -E "$pattern" && return 0
+            echo "job $job ended ($(t::job_state "$job")) without a line matching '$pattern'; output:" >&2
+            t::output "$job" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+    echo "job $job: no line matching '$pattern' after ${3:-30} s; output:" >&2
+    t::output "$job" >&2
+    return 1
+}
+
+# Lets a waiting job go on (job::wait_go in the job).
+t::go() { touch "$SHMT_GO_DIR/go-$1-$2"; }
+
+# Waits until the job has left squeue (its epilog has then finished).
+t::wait_gone() {
+    local job=$1 i
+    for ((i = 0; i < ${2:-60} * 10; i++)); do
+        [ -z "$(squeue -h -j "$job" 2>/dev/null)" ] && return 0
+        sleep 0.1
+    done
+    echo "job $job is still in squeue after ${2:-60} s: $(squeue -h -j "$job")" >&2
+    return 1
+}
+
+# Waits until step $2 of job $1 has left `squeue --steps` (its slurmstepd has then ended).
+t::wait_step_gone() {
+    local job=$1 step=$2 i
+    for ((i = 0; i < ${3:-30} * 10; i++)); do
+        squeue -h -s -j "$job" -o %i 2>/dev/null | grep -q -x "$job\.$step" || return 0
+        sleep 0.1
+    done
+    echo "step $job.$step is still in squeue after ${3:-30} s" >&2
+    return 1
+}
+
+t::job_state() { scontrol show job "$1" 2>/dev/null | grep -o -E 'JobState=[A-Z_]+' | cut -d= -f2; }
+
+# The shm ids the job's devices reported ("ready <shmid> <session>"), one per line.
+t::shmids() {
+    t::output "$1" | awk '$1 == "ready" { print $2 }' | sort -u
+}
+
+# The job's devices' sessions.
+t::sessions() {
+    t::output "$1" | awk '$1 == "ready" { print $3 }' | sort -u
+}
+
+# Objects of a shm id in /dev/shm, sorted (empty when the session is gone).
+t::objects_of() {
+    find "$SHM_DIR" -maxdepth 1 \( -name "fmq_$1_*" -o -name "sem.fmq_$1_*" \) -printf '%f\n' | sort
+}
+
+# Fails unless none of the job's sessions has an object left.
+t::assert_job_clean() {
+    local job=$1 id left=""
+    [ -n "$(t::shmids "$job")" ] || { echo "job $job reported no sessions" >&2; return 1; }
+    for id in $(t::shmids "$job"); do
+        left+=$(t::objects_of "$id")
+    done
+    if [ -n "$left" ]; then
+        echo "job $job left objects behind:" >&2
+        echo "$left" >&2
+        grep -F "job $job" "$SHMT_TEST_ROOT/log/slurmd.log" | grep shmtransport >&2 || true
+        return 1
+    fi
+}
+
+# Fails unless every one of the job's sessions still has all the objects it had at $2 (a
+# snapshot from t::snapshot).
+t::snapshot() {
+    local job=$1 id
+    for id in $(t::shmids "$job"); do t::objects_of "$id"; done
+}
+
+t::assert_intact() {
+    local job=$1 before=$2 now
+    now=$(t::snapshot "$job")
+    if [ -z "$before" ] || [ "$now" != "$before" ]; then
+        echo "objects of job $job changed (or were never there):" >&2
+        diff <(echo "$before") <(echo "$now") >&2 || true
+        return 1
+    fi
+}
+
+# Sessions outside Slurm that no job may touch (created by scripts/test-slurm): their objects
+# now, and as they were when created.
+t::sentinel_objects() {
+    local id
+    while read -r id; do t::objects_of "$id"; done <"$SHMT_TEST_ROOT/sentinels.ids"
+}
+
+t::assert_sentinels() {
+    local now expected
+    expected=$(cat "$SHMT_TEST_ROOT/sentinels.expected")
+    now=$(t::sentinel_objects)
+    if [ "$now" != "$expected" ]; then
+        echo "objects of sessions outside Slurm were removed:" >&2
+        diff <(echo "$expected") <(echo "$now") >&2 || true
+        return 1
+    fi
+}
+
+# Cancels the job if it still runs (teardown after a failed assertion) and removes its files.
+t::forget() {
+    local job
+    for job in "$@"; do
+        [ -n "$job" ] || continue
+        scancel "$job" 2>/dev/null || true
+        t::wait_gone "$job" 30 || true
+    done
+}
