@@ -146,3 +146,16 @@ hold_job() {
     t::assert_job_clean "$c"
     t::assert_sentinels
 }
+
+@test "a step run through shm-launch uses the plugin's step session; scancel --signal=KILL leaves nothing" {
+    [ -x "$SHMT_BIN/shm-launch" ] || skip "scripts/shm-launch is not in this checkout"
+    job=$(t::submit "$SHMT_USER1" "$SHMT_JOBS/launch.sh")
+    JOBS+=("$job")
+    t::wait_for "$job" '^READY$'
+    [ "$(t::sessions "$job")" = "slurm-$job-0" ]
+    [ -n "$(t::snapshot "$job")" ]
+    scancel --signal=KILL "$job"
+    t::wait_gone "$job"
+    t::assert_job_clean "$job"
+    t::assert_sentinels
+}

@@ -140,3 +140,22 @@ t::forget() {
         t::wait_gone "$job" 30 || true
     done
 }
+
+# Reloads the plugin with other plugstack arguments ("none": not loaded); slurmd must restart
+# for its job_prolog/job_epilog hooks to see the change.
+t::use_plugstack() {
+    cluster::write_plugstack "$@"
+    cluster::restart_slurmd
+}
+
+t::default_plugstack() { t::use_plugstack "${SHMT_PLUGSTACK_ARGS:-}"; }
+
+# Removes what a job left behind on purpose (tests without a working cleanup), as root.
+t::remove_job_sessions() {
+    local job=$1 id
+    for id in $(t::shmids "$job"); do
+        "$SHMT_BIN/shmmonitor" -c --force --shmid "$id" >/dev/null 2>&1 || true
+    done
+}
+
+t::node_state() { sinfo -h -n "$(hostname -s)" -o %T; }
