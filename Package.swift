@@ -19,6 +19,7 @@ let package = Package(
     name: "ShmTransport",
     products: [
         .library(name: "ShmCleanup", targets: ["ShmCleanup"]),
+        .library(name: "ShmCore", targets: ["ShmCore"]),
         .executable(name: "shmmonitor", targets: ["shmmonitor"]),
         .executable(name: "shm-keepalive", targets: ["shm-keepalive"]),
     ],
@@ -28,6 +29,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
     ],
     targets: [
         // Layer 1: C shims — only what Swift cannot call.
@@ -43,6 +45,18 @@ let package = Package(
             name: "ShmCleanup",
             dependencies: [
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
+        // Layer 3: the shared-memory core (segments, management segment, allocators). No ZeroMQ here.
+        .target(
+            name: "ShmCore",
+            dependencies: [
+                "ShmCleanup", "CShmTransport",
+                .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
@@ -83,6 +97,18 @@ let package = Package(
             swiftSettings: strictSettings
         ),
 
+        // Drives SessionMemory from a real process for the multi-process and crash tests.
+        .executableTarget(
+            name: "shmcore-worker",
+            dependencies: [
+                "ShmCore", "ShmCleanup",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
         // One end of a transfer in its own process, for the transport's cross-process tests.
         .executableTarget(
             name: "transport-peer",
@@ -96,6 +122,16 @@ let package = Package(
         ),
 
         // Benchmarks (numbers in docs/, never in timed tests).
+        .executableTarget(
+            name: "shmcore-bench",
+            dependencies: [
+                "ShmCore", "ShmCleanup",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/shmcore-bench",
+            swiftSettings: strictSettings
+        ),
         .executableTarget(
             name: "shmcleanup-bench",
             dependencies: [
@@ -117,6 +153,14 @@ let package = Package(
         .testTarget(
             name: "ShmCleanupTests",
             dependencies: ["ShmCleanup", "ShmTestSupport", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "ShmCoreTests",
+            dependencies: [
+                "ShmCore", "ShmCleanup", "ShmTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(

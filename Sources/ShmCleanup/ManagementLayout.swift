@@ -36,7 +36,9 @@
 ///    392     4  lockSize
 ///    396     4  creatorSlurmJobID    0: not created inside a Slurm job
 ///    400     4  creatorSlurmStepID   UInt32.max: not in a step
-///    404   108  (reserved, zero)
+///    404     4  lockState        0 lock not initialised (a creator that writes no lock), 1 being
+///                                initialised (CAS 0 -> 1 by the first attacher), 2 ready
+///    408   104  (reserved, zero)
 ///    512    64  lock
 ///    576     …  process table, then segment table, then region table
 /// ```
@@ -102,6 +104,15 @@ public enum ManagementLayout {
         public static let lockSize = 392
         public static let creatorSlurmJobID = 396
         public static let creatorSlurmStepID = 400
+        public static let lockState = 404
+    }
+
+    /// Values of the header `lockState` field: a creator that does not initialise the robust
+    /// mutex (it leaves 0) lets the first attacher do it (CAS 0 -> 1, init, store 2).
+    public enum LockState {
+        public static let uninitialised: UInt32 = 0
+        public static let initialising: UInt32 = 1
+        public static let ready: UInt32 = 2
     }
 
     /// Values of the header `state` field.

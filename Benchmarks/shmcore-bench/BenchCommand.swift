@@ -1,0 +1,5 @@
+// Replaced by the allocation benchmark in the next step.
+@main
+struct BenchCommand {
+    static func main() {}
+}

@@ -1,0 +1,66 @@
+import Atomics
+import CShmTransport
+
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+/// A thread that keeps this process's entry in the management segment alive: every 100 ms it
+/// stamps the heartbeat and publishes free memory; every second it prunes dead processes.
+final class HeartbeatThread: @unchecked Sendable {
+    private let management: ManagementSegment
+    private let slot: Int
+    private let publish: @Sendable () -> Void
+    private let stopWord: UnsafeMutablePointer<UInt32>
+    private var thread: pthread_t?
+
+    init(management: ManagementSegment, slot: Int, publish: @escaping @Sendable () -> Void) {
+        self.management = management
+        self.slot = slot
+        self.publish = publish
+        self.stopWord = .allocate(capacity: 1)
+        self.stopWord.initialize(to: 0)
+    }
+
+    deinit { stopWord.deallocate() }
+
+    private var stopFlag: UnsafeAtomic<UInt32> {
+        UnsafeAtomic(at: UnsafeMutableRawPointer(stopWord).assumingMemoryBound(to: UnsafeAtomic<UInt32>.Storage.self))
+    }
+
+    func start() {
+        var tid = pthread_t()
+        let context = Unmanaged.passRetained(self).toOpaque()
+        let rc = pthread_create(&tid, nil, { raw in
+            let me = Unmanaged<HeartbeatThread>.fromOpaque(raw!).takeRetainedValue()
+            me.run()
+            return nil
+        }, context)
+        if rc == 0 {
+            thread = tid
+        } else {
+            Unmanaged<HeartbeatThread>.fromOpaque(context).release()
+        }
+    }
+
+    private func run() {
+        var tick = 0
+        while stopFlag.load(ordering: .acquiring) == 0 {
+            var timeout = timespec(tv_sec: 0, tv_nsec: 100_000_000)
+            _ = cshm_futex_wait(stopWord, 0, &timeout)
+            if stopFlag.load(ordering: .acquiring) != 0 { break }
+            management.heartbeat(slot: slot)
+            publish()
+            tick += 1
+            if tick % 10 == 0 { _ = management.withLock { management.pruneDead() } }
+        }
+    }
+
+    /// Stops the thread and waits for it.
+    func stop() {
+        stopFlag.store(1, ordering: .releasing)
+        _ = cshm_futex_wake(stopWord, Int32.max)
+        if let thread { pthread_join(thread, nil) }
+        thread = nil
+    }
+}

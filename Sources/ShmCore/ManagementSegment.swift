@@ -1,0 +1,310 @@
+import Atomics
+import CShmTransport
+import Logging
+import ShmCleanup
+
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+/// This process's view of a session's management segment `fmq_<id>_mng` (layout:
+/// `ManagementLayout`): the session lock, the process table and the segment table.
+///
+/// Creation is race-free: the `O_CREAT|O_EXCL` winner writes everything and stores
+/// `state = ready` last; everyone else waits for ready (bounded) and checks magic and version.
+final class ManagementSegment: @unchecked Sendable {
+    typealias H = ManagementLayout.Header
+    typealias P = ManagementLayout.ProcessEntry
+    typealias S = ManagementLayout.SegmentEntry
+
+    let object: SharedObject
+    let created: Bool
+    var base: UnsafeMutableRawPointer { object.base }
+
+    private init(object: SharedObject, created: Bool) {
+        self.object = object
+        self.created = created
+    }
+
+    // MARK: Raw access
+
+    func u32(_ o: Int) -> UInt32 { base.load(fromByteOffset: o, as: UInt32.self) }
+    func u64(_ o: Int) -> UInt64 { base.load(fromByteOffset: o, as: UInt64.self) }
+    func setU32(_ o: Int, _ v: UInt32) { base.storeBytes(of: v, toByteOffset: o, as: UInt32.self) }
+    func setU64(_ o: Int, _ v: UInt64) { base.storeBytes(of: v, toByteOffset: o, as: UInt64.self) }
+    func atomic32(_ o: Int) -> UnsafeAtomic<UInt32> {
+        UnsafeAtomic(at: (base + o).assumingMemoryBound(to: UnsafeAtomic<UInt32>.Storage.self))
+    }
+    func atomic64(_ o: Int) -> UnsafeAtomic<UInt64> {
+        UnsafeAtomic(at: (base + o).assumingMemoryBound(to: UnsafeAtomic<UInt64>.Storage.self))
+    }
+
+    var processTable: (offset: Int, capacity: Int, stride: Int) {
+        (Int(u64(H.processTableOffset)), Int(u32(H.processCapacity)), Int(u32(H.processEntrySize)))
+    }
+    var segmentTable: (offset: Int, capacity: Int, stride: Int) {
+        (Int(u64(H.segmentTableOffset)), Int(u32(H.segmentCapacity)), Int(u32(H.segmentEntrySize)))
+    }
+    var mutex: UnsafeMutablePointer<pthread_mutex_t> {
+        (base + Int(u64(H.lockOffset))).assumingMemoryBound(to: pthread_mutex_t.self)
+    }
+
+    static func nowNanos() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    // MARK: Create or attach
+
+    /// Creates the management segment, or attaches to the existing one once it is ready.
+    static func createOrAttach(
+        name: String, session: SessionID, directory: Directory, noCleanup: Bool, logger: Logger
+    ) throws(ShmCoreError) -> ManagementSegment {
+        let size = ManagementLayout.defaultTotalSize
+        let deadline = nowNanos() + 5_000_000_000
+        while true {
+            if let object = try SharedObject.create(name, size: size, in: directory) {
+                let pid = getpid()
+                let env = { (n: String) in getenv(n).flatMap { UInt32(String(cString: $0)) } }
+                let record = ManagementRecord(
+                    sessionName: session.rawValue, creatorUID: geteuid(), creatorPID: pid,
+                    creatorSlurmJobID: env("SLURM_JOB_ID") ?? 0, creatorSlurmStepID: env("SLURM_STEP_ID"),
+                    flags: noCleanup ? ManagementLayout.Flags.noCleanup : 0, createdAtNanos: nowNanos(),
+                    ready: false)
+                let bytes = record.encoded()
+                bytes.withUnsafeBytes { object.base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                let segment = ManagementSegment(object: object, created: true)
+                let rc = RobustMutex.initialise(segment.mutex)
+                if rc != 0 {
+                    directory.unlink(name)
+                    throw ShmCoreError(.systemCall, "cannot initialise the session lock in '\(name)'", objectName: name, errno: rc)
+                }
+                segment.atomic32(H.lockState).store(ManagementLayout.LockState.ready, ordering: .releasing)
+                segment.atomic32(H.state).store(ManagementLayout.State.ready, ordering: .releasing)
+                logger.debug("management segment created", metadata: ["shm.object": "\(name)"])
+                return segment
+            }
+            // Someone else created it: wait until it is big enough and ready.
+            guard let object = try SharedObject.open(name, in: directory, minimumSize: 0) else { continue }
+            if object.size >= ManagementLayout.headerSize {
+                let segment = ManagementSegment(object: object, created: false)
+                let magic = segment.u64(H.magic)
+                if magic != 0 && magic != ManagementLayout.magic {
+                    throw ShmCoreError(
+                        .foreignLayout,
+                        "'\(name)' in \(directory.path) is not a ShmTransport management segment (a C++ FairMQ session or another program uses this session id); use another session id or clean it (shmmonitor -c -s \(session))",
+                        objectName: name)
+                }
+                if magic == ManagementLayout.magic && segment.u32(H.layoutVersion) != ManagementLayout.version {
+                    throw ShmCoreError(
+                        .unsupportedVersion,
+                        "'\(name)' has management layout version \(segment.u32(H.layoutVersion)), this build reads version \(ManagementLayout.version); run all devices of a session with the same build, or clean the session (shmmonitor -c -s \(session))",
+                        objectName: name)
+                }
+                if magic == ManagementLayout.magic
+                    && segment.atomic32(H.state).load(ordering: .acquiring) == ManagementLayout.State.ready
+                {
+                    guard object.size >= Int(segment.u64(H.totalSize)), object.size >= ManagementLayout.defaultTotalSize
+                    else {
+                        throw ShmCoreError(
+                            .corrupt, "'\(name)' is smaller than its header says; clean the session (shmmonitor -c -s \(session))",
+                            objectName: name)
+                    }
+                    try segment.ensureLock()
+                    return segment
+                }
+                let creator = Int32(bitPattern: segment.u32(H.creatorPID))
+                if magic == ManagementLayout.magic && creator > 0 && !ProcessInspector().isAlive(pid: creator, startTime: nil) {
+                    throw ShmCoreError(
+                        .notReady,
+                        "'\(name)' was left half-initialised by pid \(creator), which died; clean the session (shmmonitor -c -s \(session)) and start again",
+                        objectName: name)
+                }
+            }
+            if nowNanos() > deadline {
+                throw ShmCoreError(
+                    .notReady,
+                    "'\(name)' in \(directory.path) did not become ready within 5 s; if no device of session '\(session)' is starting, clean it (shmmonitor -c -s \(session))",
+                    objectName: name)
+            }
+            usleep(1000)
+        }
+    }
+
+    /// Makes sure the session lock is initialised (a creator such as an older keep-alive may
+    /// leave it zero: the first attacher initialises it, guarded by a CAS on `lockState`).
+    func ensureLock() throws(ShmCoreError) {
+        let state = atomic32(H.lockState)
+        let deadline = Self.nowNanos() + 2_000_000_000
+        while true {
+            let s = state.load(ordering: .acquiring)
+            if s == ManagementLayout.LockState.ready { return }
+            if s == ManagementLayout.LockState.uninitialised
+                && state.compareExchange(expected: s, desired: ManagementLayout.LockState.initialising, ordering: .acquiring).exchanged
+            {
+                let rc = RobustMutex.initialise(mutex)
+                if rc != 0 {
+                    state.store(ManagementLayout.LockState.uninitialised, ordering: .releasing)
+                    throw ShmCoreError(.systemCall, "cannot initialise the session lock in '\(object.name)'", objectName: object.name, errno: rc)
+                }
+                state.store(ManagementLayout.LockState.ready, ordering: .releasing)
+                return
+            }
+            if Self.nowNanos() > deadline {
+                throw ShmCoreError(
+                    .notReady, "the session lock in '\(object.name)' was never initialised; clean the session (shmmonitor -c) and start again",
+                    objectName: object.name)
+            }
+            usleep(1000)
+        }
+    }
+
+    // MARK: Lock
+
+    /// Runs `body` holding the session lock. A holder that died is repaired first: half-claimed
+    /// process entries are released (dead processes are pruned by ``pruneDead()``).
+    func withLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        let rc = RobustMutex.lock(mutex) { self.repairAfterOwnerDied() }
+        precondition(rc == 0, "session lock in '\(object.name)' is unusable (error \(rc)); clean the session")
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
+    }
+
+    private func repairAfterOwnerDied() {
+        let t = processTable
+        for i in 0..<t.capacity where u32(t.offset + i * t.stride + P.state) == P.claiming {
+            atomic32(t.offset + i * t.stride + P.state).store(P.free, ordering: .releasing)
+        }
+    }
+
+    // MARK: Process table (caller holds the lock)
+
+    /// Registers this process; returns its slot.
+    func register(segmentID: UInt16) throws(ShmCoreError) -> Int {
+        let t = processTable
+        let pid = getpid()
+        let env = { (n: String) in getenv(n).flatMap { UInt32(String(cString: $0)) } }
+        for i in 0..<t.capacity {
+            let e = t.offset + i * t.stride
+            guard atomic32(e + P.state).compareExchange(expected: P.free, desired: P.claiming, ordering: .acquiring).exchanged
+            else { continue }
+            let now = Self.nowNanos()
+            base.storeBytes(of: pid, toByteOffset: e + P.pid, as: Int32.self)
+            setU32(e + P.uid, geteuid())
+            setU32(e + P.slurmStepID, env("SLURM_STEP_ID") ?? P.noStep)
+            setU64(e + P.startTime, ProcessInspector().stat(pid: pid)?.startTime ?? 0)
+            setU32(e + P.slurmJobID, env("SLURM_JOB_ID") ?? 0)
+            base.storeBytes(of: segmentID, toByteOffset: e + P.segmentID, as: UInt16.self)
+            setU64(e + P.attachedAtNanos, now)
+            atomic64(e + P.lastHeartbeatNanos).store(now, ordering: .relaxed)
+            atomic32(e + P.state).store(P.attached, ordering: .releasing)
+            updateDeviceCount()
+            return i
+        }
+        throw ShmCoreError(
+            .tableFull,
+            "the process table of '\(object.name)' is full (\(t.capacity) processes); detach devices or use several sessions",
+            objectName: object.name)
+    }
+
+    func unregister(slot: Int) {
+        let t = processTable
+        atomic32(t.offset + slot * t.stride + P.state).store(P.free, ordering: .releasing)
+        updateDeviceCount()
+    }
+
+    /// Removes entries of processes that are gone (pid dead or recycled); returns their pids.
+    @discardableResult
+    func pruneDead() -> [Int32] {
+        let t = processTable
+        let inspector = ProcessInspector()
+        var pruned: [Int32] = []
+        for i in 0..<t.capacity {
+            let e = t.offset + i * t.stride
+            guard u32(e + P.state) == P.attached else { continue }
+            let pid = base.load(fromByteOffset: e + P.pid, as: Int32.self)
+            if !inspector.isAlive(pid: pid, startTime: u64(e + P.startTime)) {
+                atomic32(e + P.state).store(P.free, ordering: .releasing)
+                pruned.append(pid)
+            }
+        }
+        if !pruned.isEmpty { updateDeviceCount() }
+        return pruned
+    }
+
+    var attachedCount: Int {
+        let t = processTable
+        return (0..<t.capacity).filter { u32(t.offset + $0 * t.stride + P.state) == P.attached }.count
+    }
+
+    private func updateDeviceCount() {
+        atomic32(H.deviceCount).store(UInt32(attachedCount), ordering: .relaxed)
+    }
+
+    /// Records a heartbeat of the process in `slot` (no lock needed: atomics only).
+    func heartbeat(slot: Int) {
+        let t = processTable
+        atomic64(t.offset + slot * t.stride + P.lastHeartbeatNanos).store(Self.nowNanos(), ordering: .relaxed)
+        atomic64(H.heartbeat).wrappingIncrement(ordering: .relaxed)
+    }
+
+    var noCleanupFlag: Bool { u32(H.flags) & ManagementLayout.Flags.noCleanup != 0 }
+
+    // MARK: Segment table (caller holds the lock, except for publishing free bytes)
+
+    struct SegmentInfo {
+        var size: Int
+        var allocator: UInt8
+    }
+
+    func segment(id: UInt16) -> SegmentInfo? {
+        let t = segmentTable
+        for i in 0..<t.capacity {
+            let e = t.offset + i * t.stride
+            if u32(e + S.state) == S.registered && base.load(fromByteOffset: e + S.segmentID, as: UInt16.self) == id {
+                return SegmentInfo(size: Int(u64(e + S.segmentSize)), allocator: base.load(fromByteOffset: e + S.allocator, as: UInt8.self))
+            }
+        }
+        return nil
+    }
+
+    var registeredSegmentIDs: [UInt16] {
+        let t = segmentTable
+        return (0..<t.capacity).compactMap { i in
+            let e = t.offset + i * t.stride
+            return u32(e + S.state) == S.registered ? base.load(fromByteOffset: e + S.segmentID, as: UInt16.self) : nil
+        }
+    }
+
+    func registerSegment(id: UInt16, size: Int, allocator: UInt8, freeBytes: Int) throws(ShmCoreError) {
+        let t = segmentTable
+        for i in 0..<t.capacity {
+            let e = t.offset + i * t.stride
+            guard u32(e + S.state) == S.free else { continue }
+            base.storeBytes(of: id, toByteOffset: e + S.segmentID, as: UInt16.self)
+            base.storeBytes(of: allocator, toByteOffset: e + S.allocator, as: UInt8.self)
+            setU64(e + S.segmentSize, UInt64(size))
+            atomic64(e + S.freeBytes).store(UInt64(freeBytes), ordering: .relaxed)
+            base.storeBytes(of: getpid(), toByteOffset: e + S.creatorPID, as: Int32.self)
+            atomic32(e + S.state).store(S.registered, ordering: .releasing)
+            atomic64(H.eventCounter).wrappingIncrement(ordering: .relaxed)
+            return
+        }
+        throw ShmCoreError(
+            .tableFull, "the segment table of '\(object.name)' is full (\(t.capacity) segments); use fewer segment ids",
+            objectName: object.name)
+    }
+
+    /// Publishes a segment's free bytes for the monitor (atomic store; no lock).
+    func publishFreeBytes(id: UInt16, freeBytes: Int) {
+        let t = segmentTable
+        for i in 0..<t.capacity {
+            let e = t.offset + i * t.stride
+            if u32(e + S.state) == S.registered && base.load(fromByteOffset: e + S.segmentID, as: UInt16.self) == id {
+                atomic64(e + S.freeBytes).store(UInt64(freeBytes), ordering: .relaxed)
+                return
+            }
+        }
+    }
+}

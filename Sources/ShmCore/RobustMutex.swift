@@ -1,0 +1,36 @@
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+/// Robust, process-shared pthread mutexes placed in shared memory.
+///
+/// A holder killed by SIGKILL leaves the mutex to the kernel's robust-futex list; the next
+/// `pthread_mutex_lock` returns `EOWNERDEAD`, the new holder repairs what the mutex guards
+/// and calls `pthread_mutex_consistent`. A repairer that dies is itself seen as a dead owner.
+enum RobustMutex {
+    /// Initialises a mutex in place. The corresponding C function is `pthread_mutex_init`.
+    /// - Returns: 0 or the error number.
+    static func initialise(_ mutex: UnsafeMutablePointer<pthread_mutex_t>) -> Int32 {
+        var attributes = pthread_mutexattr_t()
+        pthread_mutexattr_init(&attributes)
+        defer { pthread_mutexattr_destroy(&attributes) }
+        var rc = pthread_mutexattr_setpshared(&attributes, Int32(PTHREAD_PROCESS_SHARED))
+        if rc != 0 { return rc }
+        rc = pthread_mutexattr_setrobust(&attributes, Int32(PTHREAD_MUTEX_ROBUST))
+        if rc != 0 { return rc }
+        return pthread_mutex_init(mutex, &attributes)
+    }
+
+    /// Locks; calls `repair` (with the lock held) when the previous holder died, then marks
+    /// the mutex consistent. The corresponding C function is `pthread_mutex_lock`.
+    /// - Returns: 0 or the error number (only `ENOTRECOVERABLE` in practice).
+    @discardableResult
+    static func lock(_ mutex: UnsafeMutablePointer<pthread_mutex_t>, repair: () -> Void) -> Int32 {
+        let rc = pthread_mutex_lock(mutex)
+        if rc == EOWNERDEAD {
+            repair()
+            return pthread_mutex_consistent(mutex)
+        }
+        return rc
+    }
+}

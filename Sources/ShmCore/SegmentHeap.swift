@@ -1,0 +1,459 @@
+import Atomics
+
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+/// The allocator of one mapped segment: a view over the bytes at `base`, holding no state of
+/// its own, so every process that maps the segment (at any address) can use it.
+///
+/// Layout and invariants: ``SegmentLayout``. All heap changes of an arena happen under the
+/// arena's robust mutex; a holder that dies leaves the mutex in owner-died state and the next
+/// locker rebuilds the arena's free lists from the chunk sizes (``repair(arena:)``).
+struct SegmentHeap: @unchecked Sendable {
+    typealias A = SegmentLayout.Arena
+    typealias C = SegmentLayout.Chunk
+    typealias B = SegmentLayout.Block
+
+    let base: UnsafeMutableRawPointer
+
+    init(base: UnsafeMutableRawPointer) { self.base = base }
+
+    // MARK: Raw access
+
+    @inline(__always) func u64(_ offset: Int) -> UInt64 { base.load(fromByteOffset: offset, as: UInt64.self) }
+    @inline(__always) func setU64(_ offset: Int, _ value: UInt64) {
+        base.storeBytes(of: value, toByteOffset: offset, as: UInt64.self)
+    }
+    @inline(__always) func u32(_ offset: Int) -> UInt32 { base.load(fromByteOffset: offset, as: UInt32.self) }
+    @inline(__always) func setU32(_ offset: Int, _ value: UInt32) {
+        base.storeBytes(of: value, toByteOffset: offset, as: UInt32.self)
+    }
+    @inline(__always) func atomic64(_ offset: Int) -> UnsafeAtomic<UInt64> {
+        UnsafeAtomic(at: (base + offset).assumingMemoryBound(to: UnsafeAtomic<UInt64>.Storage.self))
+    }
+    @inline(__always) func atomic32(_ offset: Int) -> UnsafeAtomic<UInt32> {
+        UnsafeAtomic(at: (base + offset).assumingMemoryBound(to: UnsafeAtomic<UInt32>.Storage.self))
+    }
+
+    var segmentSize: Int { Int(truncatingIfNeeded: u64(SegmentLayout.Header.segmentSize)) }
+    var arenaCount: Int { Int(u32(SegmentLayout.Header.arenaCount)) }
+    var heapOffset: Int { Int(truncatingIfNeeded: u64(SegmentLayout.Header.heapOffset)) }
+    var strategy: AllocationStrategy {
+        AllocationStrategy(code: base.load(fromByteOffset: SegmentLayout.Header.allocator, as: UInt8.self))
+            ?? .rbtreeBestFit
+    }
+    var isFormatted: Bool {
+        u64(SegmentLayout.Header.magic) == SegmentLayout.magic
+            && atomic32(SegmentLayout.Header.state).load(ordering: .acquiring) == SegmentLayout.ready
+    }
+
+    @inline(__always) func arenaOffset(_ arena: Int) -> Int { SegmentLayout.arenaTableOffset + arena * SegmentLayout.arenaStride }
+    @inline(__always) func mutex(_ arena: Int) -> UnsafeMutablePointer<pthread_mutex_t> {
+        (base + arenaOffset(arena) + A.mutex).assumingMemoryBound(to: pthread_mutex_t.self)
+    }
+    func arenaRange(_ arena: Int) -> (start: Int, end: Int) {
+        let a = arenaOffset(arena)
+        return (Int(truncatingIfNeeded: u64(a + A.start)), Int(truncatingIfNeeded: u64(a + A.end)))
+    }
+    /// Free bytes of one arena (a racy but untorn read).
+    func freeBytes(arena: Int) -> Int { Int(atomic64(arenaOffset(arena) + A.freeBytes).load(ordering: .relaxed)) }
+    /// Free bytes of the whole segment.
+    var freeBytes: Int { (0..<arenaCount).reduce(0) { $0 + freeBytes(arena: $1) } }
+    /// Bytes of the heap (what an empty segment reports as free).
+    var heapBytes: Int { segmentSize - heapOffset }
+    /// How often arenas were rebuilt after a lock holder died.
+    var repairs: Int { (0..<arenaCount).reduce(0) { $0 + Int(truncatingIfNeeded: u64(arenaOffset($1) + A.repairs)) } }
+
+    // MARK: Formatting
+
+    /// Formats a fresh (zero or garbage) segment. The caller holds the session lock, so no
+    /// other process looks at the segment yet; `state = ready` is stored last.
+    static func format(
+        base: UnsafeMutableRawPointer, size: Int, segmentID: UInt16, strategy: AllocationStrategy, arenaCount: Int
+    ) -> Int32 {
+        let heap = SegmentHeap(base: base)
+        heap.atomic32(SegmentLayout.Header.state).store(SegmentLayout.unformatted, ordering: .sequentiallyConsistent)
+        let heapOffset = SegmentLayout.heapOffset(arenaCount: arenaCount)
+        memset(base, 0, heapOffset)
+        heap.setU64(SegmentLayout.Header.magic, SegmentLayout.magic)
+        heap.setU32(SegmentLayout.Header.layoutVersion, SegmentLayout.version)
+        heap.setU64(SegmentLayout.Header.segmentSize, UInt64(size))
+        base.storeBytes(of: segmentID, toByteOffset: SegmentLayout.Header.segmentID, as: UInt16.self)
+        base.storeBytes(of: strategy.code, toByteOffset: SegmentLayout.Header.allocator, as: UInt8.self)
+        heap.setU32(SegmentLayout.Header.arenaCount, UInt32(arenaCount))
+        heap.setU64(SegmentLayout.Header.heapOffset, UInt64(heapOffset))
+        base.storeBytes(of: getpid(), toByteOffset: SegmentLayout.Header.creatorPID, as: Int32.self)
+
+        // Arena 0 gets half of the heap (it serves big blocks); the others share the rest.
+        let heapBytes = (size - heapOffset) & ~15
+        var bounds: [Int] = [heapOffset]
+        if arenaCount == 1 {
+            bounds.append(heapOffset + heapBytes)
+        } else {
+            let big = (heapBytes / 2) & ~4095
+            bounds.append(heapOffset + big)
+            let small = ((heapBytes - big) / (arenaCount - 1)) & ~15
+            for i in 1..<arenaCount {
+                bounds.append(i == arenaCount - 1 ? heapOffset + heapBytes : bounds[i] + small)
+            }
+        }
+        for i in 0..<arenaCount {
+            let a = heap.arenaOffset(i)
+            let rc = RobustMutex.initialise(heap.mutex(i))
+            if rc != 0 { return rc }
+            let start = bounds[i]
+            let end = bounds[i + 1]
+            heap.setU64(a + A.start, UInt64(start))
+            heap.setU64(a + A.end, UInt64(end))
+            heap.setU64(start + C.sizeWord, UInt64(end - start))
+            heap.setU64(start + C.prevSize, 0)
+            heap.setU64(a + A.freeBytes, 0)
+            heap.insertFree(arena: i, chunk: start, size: end - start)
+        }
+        heap.atomic32(SegmentLayout.Header.state).store(SegmentLayout.ready, ordering: .releasing)
+        return 0
+    }
+
+    // MARK: Locking
+
+    /// Locks an arena; rebuilds it first when the previous holder died holding the lock.
+    @inline(__always) func lock(arena: Int) {
+        let rc = pthread_mutex_lock(mutex(arena))
+        if rc != 0 { recoverLock(arena: arena, rc: rc) }
+    }
+
+    @inline(__always) func unlock(arena: Int) {
+        pthread_mutex_unlock(mutex(arena))
+    }
+
+    @inline(never) func recoverLock(arena: Int, rc: Int32) {
+        if rc == EOWNERDEAD {
+            repair(arena: arena)
+            pthread_mutex_consistent(mutex(arena))
+            return
+        }
+        fatalError("cannot lock arena \(arena) of a shared memory segment: pthread_mutex_lock returned \(rc); the segment is damaged, clean the session (shmmonitor -c -s <session>)")
+    }
+
+    // MARK: Size classes
+
+    /// Bins 3...63 hold exactly one chunk size each (size / 16); from 1024 bytes on, four bins
+    /// per power of two.
+    @inline(__always) static func bin(for size: Int) -> Int {
+        if size < 1024 { return size >> 4 }
+        let e = (Int.bitWidth - 1) - size.leadingZeroBitCount
+        return 64 + (e - 10) * 4 + ((size >> (e - 2)) & 3)
+    }
+
+    @inline(__always) func binHead(_ a: Int, _ bin: Int) -> Int { a + A.bins + bin * 8 }
+
+    @inline(__always) func setBit(_ a: Int, _ bin: Int, _ on: Bool) {
+        let w = a + A.bitmap + (bin >> 6) * 8
+        let bit = UInt64(1) << UInt64(bin & 63)
+        setU64(w, on ? (u64(w) | bit) : (u64(w) & ~bit))
+    }
+
+    /// The first non-empty bin at or above `bin`, or nil.
+    @inline(__always) func nextNonEmptyBin(_ a: Int, from bin: Int) -> Int? {
+        var word = bin >> 6
+        var mask = ~UInt64(0) << UInt64(bin & 63)
+        while word < 4 {
+            let bits = u64(a + A.bitmap + word * 8) & mask
+            if bits != 0 { return word * 64 + bits.trailingZeroBitCount }
+            word += 1
+            mask = ~0
+        }
+        return nil
+    }
+
+    // MARK: Free lists (caller holds the arena lock)
+
+    @inline(__always) func listBin(_ size: Int) -> Int { strategy == .simpleSeqFit ? 0 : Self.bin(for: size) }
+
+    func insertFree(arena: Int, chunk: Int, size: Int) {
+        let a = arenaOffset(arena)
+        let bin = listBin(size)
+        let head = binHead(a, bin)
+        let first = u64(head)
+        setU64(chunk + C.next, first)
+        setU64(chunk + C.prev, 0)
+        if first != 0 { setU64(Int(first) + C.prev, UInt64(chunk)) }
+        setU64(head, UInt64(chunk))
+        setBit(a, bin, true)
+        let free = atomic64(a + A.freeBytes)
+        free.store(free.load(ordering: .relaxed) &+ UInt64(size), ordering: .relaxed)
+    }
+
+    func removeFree(arena: Int, chunk: Int, size: Int) {
+        let a = arenaOffset(arena)
+        let bin = listBin(size)
+        let next = u64(chunk + C.next)
+        let prev = u64(chunk + C.prev)
+        if prev != 0 { setU64(Int(prev) + C.next, next) } else { setU64(binHead(a, bin), next) }
+        if next != 0 { setU64(Int(next) + C.prev, prev) }
+        if prev == 0 && next == 0 { setBit(a, bin, false) }
+        let free = atomic64(a + A.freeBytes)
+        free.store(free.load(ordering: .relaxed) &- UInt64(size), ordering: .relaxed)
+    }
+
+    /// A free chunk of at least `need` bytes, or nil (caller holds the lock).
+    func findFit(arena: Int, need: Int) -> Int? {
+        let a = arenaOffset(arena)
+        if strategy == .simpleSeqFit {
+            var c = Int(truncatingIfNeeded: u64(binHead(a, 0)))
+            while c != 0 {
+                if Int(truncatingIfNeeded: u64(c)) >= need { return c }
+                c = Int(truncatingIfNeeded: u64(c + C.next))
+            }
+            return nil
+        }
+        let first = Self.bin(for: need)
+        guard var bin = nextNonEmptyBin(a, from: first) else { return nil }
+        while true {
+            let head = Int(truncatingIfNeeded: u64(binHead(a, bin)))
+            if bin < 64 { return head }  // exact-size bins: every chunk is the same size
+            // Best fit in the bin, looking at up to 64 chunks.
+            var best = 0
+            var bestSize = Int.max
+            var c = head
+            var looked = 0
+            while c != 0 && looked < 64 {
+                let s = Int(truncatingIfNeeded: u64(c))
+                if s >= need && s < bestSize {
+                    best = c
+                    bestSize = s
+                    if s == need { break }
+                }
+                c = Int(truncatingIfNeeded: u64(c + C.next))
+                looked += 1
+            }
+            if best != 0 { return best }
+            guard bin + 1 < A.binCount, let next = nextNonEmptyBin(a, from: bin + 1) else { return nil }
+            bin = next
+        }
+    }
+
+    // MARK: Allocation
+
+    /// Chunk size that surely holds `size` bytes at `alignment` (a power of two).
+    @inline(__always) static func chunkSize(size: Int, alignment: Int) -> Int {
+        let pad = alignment > 16 ? alignment - 16 : 0
+        return max(C.minimumSize, (C.headerSize + B.headerSize + size + pad + 15) & ~15)
+    }
+
+    /// Allocates in one arena; returns the payload offset, or nil when the arena has no room.
+    func allocate(arena: Int, size: Int, alignment: Int) -> Int? {
+        let need = Self.chunkSize(size: size, alignment: alignment)
+        lock(arena: arena)
+        defer { unlock(arena: arena) }
+        guard let c = findFit(arena: arena, need: need) else { return nil }
+        let total = Int(truncatingIfNeeded: u64(c))
+        removeFree(arena: arena, chunk: c, size: total)
+        let payload = (c + C.headerSize + B.headerSize + alignment - 1) & ~(alignment - 1)
+        let used = max(C.minimumSize, (payload + size - c + 15) & ~15)
+        let end = arenaRange(arena).end
+        if total - used >= C.minimumSize {
+            // Write the remainder's header first: it lies inside the chunk, invisible to a walk
+            // until the single store that shrinks the chunk.
+            let r = c + used
+            setU64(r + C.sizeWord, UInt64(total - used))
+            setU64(r + C.prevSize, UInt64(used))
+            setU64(c + C.sizeWord, UInt64(used) | C.usedBit)
+            if r + (total - used) < end { setU64(r + (total - used) + C.prevSize, UInt64(total - used)) }
+            insertFree(arena: arena, chunk: r, size: total - used)
+        } else {
+            setU64(c + C.sizeWord, UInt64(total) | C.usedBit)
+        }
+        let h = payload - B.headerSize
+        setU32(h + B.magic, B.magicValue)
+        atomic32(h + B.refCount).store(1, ordering: .relaxed)
+        setU32(h + B.chunkDelta, UInt32(payload - c))
+        base.storeBytes(of: UInt16(arena), toByteOffset: h + B.arena, as: UInt16.self)
+        return payload
+    }
+
+    /// Returns the chunk of a payload to its arena's free lists, coalescing with free neighbours.
+    func free(payload: Int) {
+        let h = payload - B.headerSize
+        let arena = Int(base.load(fromByteOffset: h + B.arena, as: UInt16.self))
+        var c = payload - Int(u32(h + B.chunkDelta))
+        lock(arena: arena)
+        defer { unlock(arena: arena) }
+        setU32(h + B.magic, 0)  // a stale name of this block no longer validates
+        let (start, end) = arenaRange(arena)
+        var size = Int(truncatingIfNeeded: u64(c) & ~C.usedBit)
+        setU64(c + C.sizeWord, UInt64(size))  // now free, still walkable
+        let n = c + size
+        if n < end {
+            let ns = u64(n)
+            if ns & C.usedBit == 0 {
+                removeFree(arena: arena, chunk: n, size: Int(ns))
+                size += Int(ns)
+                setU64(c + C.sizeWord, UInt64(size))
+            }
+        }
+        if c > start {
+            let p = c - Int(truncatingIfNeeded: u64(c + C.prevSize))
+            let ps = u64(p)
+            if ps & C.usedBit == 0 {
+                removeFree(arena: arena, chunk: p, size: Int(ps))
+                size += Int(ps)
+                setU64(p + C.sizeWord, UInt64(size))
+                c = p
+            }
+        }
+        if c + size < end { setU64(c + size + C.prevSize, UInt64(size)) }
+        insertFree(arena: arena, chunk: c, size: size)
+    }
+
+    /// Shrinks a used block in place so that its payload holds `newSize` bytes; the tail goes
+    /// back to the free lists when it is big enough to be a chunk.
+    func shrink(payload: Int, to newSize: Int) {
+        let h = payload - B.headerSize
+        let arena = Int(base.load(fromByteOffset: h + B.arena, as: UInt16.self))
+        let c = payload - Int(u32(h + B.chunkDelta))
+        lock(arena: arena)
+        defer { unlock(arena: arena) }
+        let total = Int(truncatingIfNeeded: u64(c) & ~C.usedBit)
+        let used = max(C.minimumSize, (payload + newSize - c + 15) & ~15)
+        guard total - used >= C.minimumSize else { return }
+        let end = arenaRange(arena).end
+        let r = c + used
+        var rs = total - used
+        setU64(r + C.sizeWord, UInt64(rs))
+        setU64(r + C.prevSize, UInt64(used))
+        setU64(c + C.sizeWord, UInt64(used) | C.usedBit)
+        let n = r + rs
+        if n < end {
+            let ns = u64(n)
+            if ns & C.usedBit == 0 {
+                removeFree(arena: arena, chunk: n, size: Int(ns))
+                rs += Int(ns)
+                setU64(r + C.sizeWord, UInt64(rs))
+            }
+        }
+        if r + rs < end { setU64(r + rs + C.prevSize, UInt64(rs)) }
+        insertFree(arena: arena, chunk: r, size: rs)
+    }
+
+    /// Payload bytes a used block can hold.
+    func capacity(payload: Int) -> Int {
+        let h = payload - B.headerSize
+        let c = payload - Int(u32(h + B.chunkDelta))
+        return c + Int(truncatingIfNeeded: u64(c) & ~C.usedBit) - payload
+    }
+
+    // MARK: Recovery
+
+    /// Rebuilds an arena after its lock holder died: walks the chunks in address order by their
+    /// sizes (always walkable), merges neighbouring free chunks, fixes `prevSize`, and rebuilds
+    /// the bins and `freeBytes` from scratch. Idempotent: a repairer that dies is repaired again.
+    func repair(arena: Int) {
+        let a = arenaOffset(arena)
+        let (start, end) = arenaRange(arena)
+        memset(base + a + A.bitmap, 0, 32)
+        memset(base + a + A.bins, 0, A.binCount * 8)
+        atomic64(a + A.freeBytes).store(0, ordering: .relaxed)
+        var c = start
+        var prev = 0
+        var prevFree = false
+        var freeChunks: [(Int, Int)] = []
+        while c < end {
+            let word = u64(c)
+            let size = Int(word & ~C.usedBit)
+            guard size >= C.minimumSize, size & 15 == 0, c + size <= end else {
+                // Cannot happen with the store order above; leave the rest unused rather than
+                // risk handing out memory twice.
+                break
+            }
+            if word & C.usedBit == 0 && prevFree {
+                let merged = freeChunks[freeChunks.count - 1].1 + size
+                setU64(prev + C.sizeWord, UInt64(merged))
+                freeChunks[freeChunks.count - 1].1 = merged
+                c = prev + merged
+                continue
+            }
+            setU64(c + C.prevSize, prev == 0 ? 0 : UInt64(c - prev))
+            if word & C.usedBit == 0 { freeChunks.append((c, size)) }
+            prevFree = word & C.usedBit == 0
+            prev = c
+            c += size
+        }
+        for (chunk, size) in freeChunks { insertFree(arena: arena, chunk: chunk, size: size) }
+        setU64(a + A.repairs, u64(a + A.repairs) &+ 1)
+    }
+
+    /// Zeroes the free memory of every arena (FairMQ's `--shm-zero-segment`).
+    func zeroFreeMemory() {
+        for arena in 0..<arenaCount {
+            lock(arena: arena)
+            let (start, end) = arenaRange(arena)
+            var c = start
+            while c < end {
+                let word = u64(c)
+                let size = Int(word & ~C.usedBit)
+                if size < C.minimumSize { break }
+                if word & C.usedBit == 0 { memset(base + c + 32, 0, size - 32) }
+                c += size
+            }
+            unlock(arena: arena)
+        }
+    }
+
+    /// Checks every invariant of every arena (walk, free lists, bins, counters); for tests.
+    /// - Returns: a description of the first broken invariant, or nil.
+    func verify() -> String? {
+        for arena in 0..<arenaCount {
+            lock(arena: arena)
+            defer { unlock(arena: arena) }
+            let a = arenaOffset(arena)
+            let (start, end) = arenaRange(arena)
+            var c = start
+            var prev = 0
+            var walkedFree = Set<Int>()
+            var freeSum = 0
+            var lastFree = false
+            while c < end {
+                let word = u64(c)
+                let size = Int(word & ~C.usedBit)
+                if size < C.minimumSize || size & 15 != 0 || c + size > end {
+                    return "arena \(arena): bad chunk size \(size) at \(c)"
+                }
+                if Int(truncatingIfNeeded: u64(c + C.prevSize)) != (prev == 0 ? 0 : c - prev) {
+                    return "arena \(arena): prevSize of chunk \(c) is \(u64(c + C.prevSize)), expected \(c - prev)"
+                }
+                let isFree = word & C.usedBit == 0
+                if isFree && lastFree { return "arena \(arena): two free neighbours at \(prev) and \(c)" }
+                if isFree {
+                    walkedFree.insert(c)
+                    freeSum += size
+                }
+                lastFree = isFree
+                prev = c
+                c += size
+            }
+            if c != end { return "arena \(arena): walk ends at \(c), not \(end)" }
+            var listed = Set<Int>()
+            for bin in 0..<A.binCount {
+                var f = Int(truncatingIfNeeded: u64(binHead(a, bin)))
+                let bit = (u64(a + A.bitmap + (bin >> 6) * 8) >> UInt64(bin & 63)) & 1
+                if (f != 0) != (bit == 1) { return "arena \(arena): bitmap bit \(bin) disagrees with its list" }
+                var back = 0
+                while f != 0 {
+                    if !walkedFree.contains(f) || listed.contains(f) { return "arena \(arena): bin \(bin) lists \(f)" }
+                    if Int(truncatingIfNeeded: u64(f + C.prev)) != back { return "arena \(arena): broken back link at \(f)" }
+                    if listBin(Int(truncatingIfNeeded: u64(f))) != bin { return "arena \(arena): chunk \(f) in wrong bin \(bin)" }
+                    listed.insert(f)
+                    back = f
+                    f = Int(truncatingIfNeeded: u64(f + C.next))
+                }
+            }
+            if listed != walkedFree { return "arena \(arena): \(walkedFree.count - listed.count) free chunks not listed" }
+            if freeSum != freeBytes(arena: arena) {
+                return "arena \(arena): freeBytes \(freeBytes(arena: arena)) but free chunks sum to \(freeSum)"
+            }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,560 @@
+import Atomics
+import CShmTransport
+import Logging
+import ShmCleanup
+import Synchronization
+
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+/// One process's attachment to the shared memory of a session (FairMQ's `Manager`).
+///
+/// Creating it creates or attaches the management segment `fmq_<id>_mng`, registers this
+/// process in its process table (pid, start time, uid, Slurm job and step), and creates or
+/// attaches the segment `fmq_<id>_m_<segmentID>` this process allocates from. Blocks are plain
+/// ``ShmBlock`` values valid in every process of the session; any process may release them.
+/// A background thread records heartbeats every 100 ms, publishes free memory for
+/// `shmmonitor`, and prunes dead processes from the table every second.
+///
+/// All methods are thread-safe. ``detach()`` (also run by `deinit`) unregisters; the last
+/// process out removes the session's objects unless `noCleanup` is set.
+public final class SessionMemory: @unchecked Sendable {
+    /// The configuration this process attached with.
+    public let configuration: SessionConfiguration
+    /// The session's shmId (the `<id>` in `fmq_<id>_...`).
+    public let id: ShmID
+    /// This process's slot in the management segment's process table.
+    public let processSlot: Int
+    /// Whether this process created the management segment.
+    public let createdSession: Bool
+
+    private let logger: Logger
+    private let directory: Directory
+    private let state: Mutex<State>
+    /// Segment base addresses by segment id (0: not mapped), read without a lock.
+    private let bases: UnsafeMutablePointer<UnsafeAtomic<UInt>.Storage>
+    /// Futex word: 1 while interrupted.
+    private let interruptWord: UnsafeMutablePointer<UInt32>
+    private let ownSegmentID: UInt16
+    private let preferredArena: Int
+
+    private struct State: ~Copyable {
+        var detached = false
+        var management: ManagementSegment?
+        var segments: [UInt16: SharedObject] = [:]
+        var heartbeat: HeartbeatThread?
+    }
+
+    /// Creates or attaches the session's memory and registers this process.
+    /// - Throws: ``ShmCoreError`` naming the object and the fix (no space in the shm directory,
+    ///   a foreign or newer layout, a full process table, ...). Nothing is left behind on error.
+    public init(_ configuration: SessionConfiguration, logger: Logger) throws(ShmCoreError) {
+        let arenas = configuration.arenaCount ?? SegmentLayout.defaultArenaCount(segmentSize: configuration.segmentSize)
+        guard configuration.segmentSize >= SegmentLayout.minimumSegmentSize else {
+            throw ShmCoreError(
+                .invalidArgument,
+                "segment size \(configuration.segmentSize) is too small; use at least \(SegmentLayout.minimumSegmentSize) bytes")
+        }
+        guard (1...SegmentLayout.maximumArenas).contains(arenas),
+            configuration.segmentSize / arenas >= SegmentLayout.minimumSegmentSize / 2
+        else {
+            throw ShmCoreError(
+                .invalidArgument,
+                "arena count \(arenas) does not fit a segment of \(configuration.segmentSize) bytes; use 1...\(SegmentLayout.maximumArenas) arenas of at least 32 KiB")
+        }
+        self.configuration = configuration
+        self.id = ShmID(session: configuration.session)
+        var logger = logger
+        logger[metadataKey: "shm.session"] = "\(configuration.session)"
+        logger[metadataKey: "shm.id"] = "\(id)"
+        self.logger = logger
+        self.directory = try Directory(configuration.directory)
+        self.ownSegmentID = configuration.segmentID
+        self.bases = .allocate(capacity: 1 << 16)
+        self.bases.initialize(repeating: UnsafeAtomic<UInt>.Storage(0), count: 1 << 16)
+        self.interruptWord = .allocate(capacity: 1)
+        self.interruptWord.initialize(to: 0)
+
+        let mngName = ShmObjectName(id, .management).fileName
+        var attached: (ManagementSegment, Int)?
+        for _ in 0..<50 {
+            let mng: ManagementSegment
+            do {
+                mng = try ManagementSegment.createOrAttach(
+                    name: mngName, session: configuration.session, directory: directory,
+                    noCleanup: configuration.noCleanup, logger: logger)
+            } catch {
+                bases.deallocate()
+                interruptWord.deallocate()
+                throw error
+            }
+            let dir = directory
+            let segmentID = configuration.segmentID
+            let slot: Int?
+            do {
+                slot = try mng.withLock { () throws(ShmCoreError) -> Int? in
+                    // The last process out unlinks under this lock: if the name is gone, start again.
+                    guard mng.object.isLinked(in: dir) else { return nil }
+                    mng.pruneDead()
+                    return try mng.register(segmentID: segmentID)
+                }
+            } catch {
+                bases.deallocate()
+                interruptWord.deallocate()
+                throw error
+            }
+            if let slot {
+                attached = (mng, slot)
+                break
+            }
+        }
+        guard let (mng, slot) = attached else {
+            bases.deallocate()
+            interruptWord.deallocate()
+            throw ShmCoreError(
+                .notReady, "could not attach '\(mngName)': it was removed 50 times while attaching; check for a cleanup loop",
+                objectName: mngName)
+        }
+        self.processSlot = slot
+        self.createdSession = mng.created
+        self.preferredArena = slot
+        self.state = Mutex(State(management: mng))
+        do {
+            _ = try segment(configuration.segmentID, create: true)
+        } catch {
+            detach()
+            throw error
+        }
+        let heartbeat = HeartbeatThread(management: mng, slot: slot, publish: { [weak self] in self?.publishFreeBytes() })
+        state.withLock { $0.heartbeat = heartbeat }
+        heartbeat.start()
+        logger.debug("attached", metadata: ["shm.slot": "\(slot)", "shm.created": "\(mng.created)"])
+    }
+
+    deinit {
+        detach()
+        bases.deallocate()
+        interruptWord.deallocate()
+    }
+
+    // MARK: Segments
+
+    private func segmentName(_ id: UInt16) -> String { ShmObjectName(self.id, .segment(UInt32(id))).fileName }
+
+    @inline(__always) private func base(_ segmentID: UInt16) -> UnsafeMutableRawPointer? {
+        let raw = UnsafeAtomic<UInt>(at: bases + Int(segmentID)).load(ordering: .acquiring)
+        return UnsafeMutableRawPointer(bitPattern: raw)
+    }
+
+    /// Maps a segment (creating it when `create` and it is not registered yet).
+    private func segment(_ segmentID: UInt16, create: Bool, size: Int? = nil) throws(ShmCoreError) -> SegmentHeap {
+        if let b = base(segmentID) { return SegmentHeap(base: b) }
+        var config = configuration
+        config.segmentSize = size ?? config.segmentSize
+        let name = segmentName(segmentID)
+        let dir = directory
+        let logger = self.logger
+        let mapped: SharedObject = try state.withLock { (s: inout State) throws(ShmCoreError) -> SharedObject in
+            if let existing = s.segments[segmentID] { return existing }
+            guard let mng = s.management else {
+                throw ShmCoreError(.detached, "the session memory was detached; create a new SessionMemory", objectName: name)
+            }
+            let object = try mng.withLock { () throws(ShmCoreError) -> SharedObject in
+                if let info = mng.segment(id: segmentID) {
+                    guard let object = try SharedObject.open(name, in: dir, minimumSize: SegmentLayout.minimumSegmentSize) else {
+                        throw ShmCoreError(
+                            .unknownSegment,
+                            "segment \(segmentID) is registered in session '\(config.session)' but '\(name)' is missing from \(dir.path); the session was damaged, clean it (shmmonitor -c -s \(config.session))",
+                            objectName: name)
+                    }
+                    let heap = SegmentHeap(base: object.base)
+                    if !heap.isFormatted {
+                        // Pre-created by a keep-alive process that does not format segments.
+                        let strategy = AllocationStrategy(code: info.allocator) ?? .rbtreeBestFit
+                        let arenas = config.arenaCount ?? SegmentLayout.defaultArenaCount(segmentSize: object.size)
+                        let rc = SegmentHeap.format(
+                            base: object.base, size: object.size, segmentID: segmentID, strategy: strategy, arenaCount: arenas)
+                        guard rc == 0 else {
+                            throw ShmCoreError(.systemCall, "cannot initialise the locks of '\(name)'", objectName: name, errno: rc)
+                        }
+                    } else {
+                        guard heap.u32(SegmentLayout.Header.layoutVersion) == SegmentLayout.version,
+                            heap.segmentSize == object.size
+                        else {
+                            throw ShmCoreError(
+                                .unsupportedVersion,
+                                "'\(name)' has segment layout version \(heap.u32(SegmentLayout.Header.layoutVersion)) or a size that does not match; run all devices with the same build or clean the session",
+                                objectName: name)
+                        }
+                    }
+                    if config.allocationStrategy != heap.strategy && segmentID == config.segmentID {
+                        logger.warning(
+                            "segment uses a different allocator than requested; keeping the segment's",
+                            metadata: ["shm.segment": "\(segmentID)", "shm.allocator": "\(heap.strategy.rawValue)"])
+                    }
+                    return object
+                }
+                guard create else {
+                    throw ShmCoreError(
+                        .unknownSegment,
+                        "segment \(segmentID) does not exist in session '\(config.session)'; the sender used a segment id no device created",
+                        objectName: name)
+                }
+                var object = try SharedObject.create(name, size: config.segmentSize, in: dir)
+                if object == nil {
+                    // Not registered, so a leftover of an earlier session with this id: replace it.
+                    logger.warning("removing a stale segment left by an earlier session", metadata: ["shm.object": "\(name)"])
+                    dir.unlink(name)
+                    object = try SharedObject.create(name, size: config.segmentSize, in: dir)
+                }
+                guard let object else {
+                    throw ShmCoreError(.systemCall, "cannot create '\(name)': it keeps reappearing", objectName: name)
+                }
+                if config.zeroSegmentOnCreation { memset(object.base, 0, object.size) }
+                let arenas = config.arenaCount ?? SegmentLayout.defaultArenaCount(segmentSize: object.size)
+                let rc = SegmentHeap.format(
+                    base: object.base, size: object.size, segmentID: segmentID, strategy: config.allocationStrategy,
+                    arenaCount: arenas)
+                guard rc == 0 else {
+                    dir.unlink(name)
+                    throw ShmCoreError(.systemCall, "cannot initialise the locks of '\(name)'", objectName: name, errno: rc)
+                }
+                if config.mlockSegmentOnCreation && !config.mlockSegmentOnAttach { try Self.lockInRAM(object) }
+                let heap = SegmentHeap(base: object.base)
+                do throws(ShmCoreError) {
+                    try mng.registerSegment(
+                        id: segmentID, size: object.size, allocator: config.allocationStrategy.code, freeBytes: heap.freeBytes)
+                } catch {
+                    dir.unlink(name)
+                    throw error
+                }
+                logger.debug("segment created", metadata: ["shm.object": "\(name)", "shm.size": "\(object.size)"])
+                return object
+            }
+            if config.mlockSegmentOnAttach { try Self.lockInRAM(object) }
+            if config.zeroSegmentOnAttach { SegmentHeap(base: object.base).zeroFreeMemory() }
+            s.segments[segmentID] = object
+            UnsafeAtomic<UInt>(at: bases + Int(segmentID)).store(UInt(bitPattern: object.base), ordering: .releasing)
+            return object
+        }
+        return SegmentHeap(base: mapped.base)
+    }
+
+    private static func lockInRAM(_ object: SharedObject) throws(ShmCoreError) {
+        guard mlock(object.base, object.size) == 0 else {
+            throw ShmCoreError(
+                .systemCall,
+                "cannot lock '\(object.name)' (\(object.size) bytes) into RAM; raise the memlock limit (ulimit -l) or drop the mlock option",
+                objectName: object.name, errno: errno)
+        }
+    }
+
+    /// Maps another segment of the session (for example one named in a peer's message).
+    /// - Throws: `.unknownSegment` when it is not registered.
+    public func attachSegment(_ segmentID: UInt16) throws(ShmCoreError) {
+        _ = try segment(segmentID, create: false)
+    }
+
+    /// Creates a segment (or attaches it when it exists) without allocating from it; a
+    /// keep-alive process uses it to pre-create the segments devices will use.
+    public func createSegment(_ segmentID: UInt16, size: Int) throws(ShmCoreError) {
+        guard size >= SegmentLayout.minimumSegmentSize else {
+            throw ShmCoreError(
+                .invalidArgument, "segment size \(size) is too small; use at least \(SegmentLayout.minimumSegmentSize) bytes")
+        }
+        _ = try segment(segmentID, create: true, size: size)
+    }
+
+    // MARK: Allocation
+
+    /// Allocates a block of `size` bytes with reference count 1 from this process's segment.
+    /// - Parameters:
+    ///   - size: payload bytes; 0 is allowed (a valid block with an empty payload).
+    ///   - alignment: a power of two up to 1 MiB (at least 16 is used).
+    /// - Throws: `.badAlloc` when the segment has no room after the bad-alloc policy's retries,
+    ///   `.interrupted` when ``interrupt()`` ended the wait, `.invalidArgument` for a bad size
+    ///   or alignment, `.detached` after ``detach()``.
+    public func allocate(size: Int, alignment: Int = 8) throws(ShmCoreError) -> ShmBlock {
+        guard let b = base(ownSegmentID) else {
+            throw ShmCoreError(.detached, "the session memory was detached; create a new SessionMemory")
+        }
+        guard size >= 0, alignment > 0, alignment & (alignment - 1) == 0, alignment <= 1 << 20 else {
+            throw ShmCoreError(
+                .invalidArgument, "cannot allocate \(size) bytes at alignment \(alignment); use a size >= 0 and a power-of-two alignment up to 1 MiB")
+        }
+        let align = max(16, alignment)
+        let heap = SegmentHeap(base: b)
+        if let payload = tryAllocate(heap, size: size, alignment: align) {
+            return ShmBlock(segmentID: ownSegmentID, offset: UInt64(payload), size: UInt64(size))
+        }
+        return try allocateSlowly(heap, size: size, alignment: align)
+    }
+
+    @inline(__always) private func tryAllocate(_ heap: SegmentHeap, size: Int, alignment: Int) -> Int? {
+        let n = heap.arenaCount
+        if n == 1 { return heap.allocate(arena: 0, size: size, alignment: alignment) }
+        let need = SegmentHeap.chunkSize(size: size, alignment: alignment)
+        let smallArena = heap.arenaRange(1)
+        let small = need <= (smallArena.end - smallArena.start) / 8
+        let own = preferredArena % (n - 1)
+        for k in 0..<n {
+            let arena = small ? (k < n - 1 ? 1 + (own + k) % (n - 1) : 0) : k
+            if let p = heap.allocate(arena: arena, size: size, alignment: alignment) { return p }
+        }
+        return nil
+    }
+
+    @inline(never) private func allocateSlowly(_ heap: SegmentHeap, size: Int, alignment: Int) throws(ShmCoreError) -> ShmBlock {
+        let need = SegmentHeap.chunkSize(size: size, alignment: alignment)
+        let largest = (0..<heap.arenaCount).map { heap.arenaRange($0) }.map { $0.end - $0.start }.max() ?? 0
+        let name = segmentName(ownSegmentID)
+        if need > largest {
+            throw ShmCoreError(
+                .badAlloc,
+                "requested message size \(size) (alignment \(alignment)) exceeds the largest arena (\(largest) bytes) of segment \(ownSegmentID) (\(heap.segmentSize) bytes); use a bigger segment size or fewer arenas",
+                objectName: name)
+        }
+        var attempts: Int? = 1
+        var interval = 50
+        switch configuration.badAlloc {
+        case .throwImmediately: attempts = 1
+        case .retry(let a, let i): attempts = max(1, a); interval = max(0, i)
+        case .forever(let i): attempts = nil; interval = max(0, i)
+        }
+        var attempt = 1
+        while attempts.map({ attempt < $0 }) ?? true {
+            if attempt == 1 {
+                logger.warning(
+                    "segment full, retrying", metadata: ["shm.size": "\(size)", "shm.free": "\(heap.freeBytes)"])
+            }
+            if waitInterruptibly(milliseconds: interval) {
+                throw ShmCoreError(
+                    .interrupted, "allocation of \(size) bytes was interrupted; the device is stopping or was told to", objectName: name)
+            }
+            if let payload = tryAllocate(heap, size: size, alignment: alignment) {
+                return ShmBlock(segmentID: ownSegmentID, offset: UInt64(payload), size: UInt64(size))
+            }
+            attempt += 1
+        }
+        throw ShmCoreError(
+            .badAlloc,
+            "could not create a message of size \(size), alignment \(alignment): free memory \(heap.freeBytes) of \(heap.heapBytes) bytes in segment \(ownSegmentID); free messages sooner, use a bigger segment size, or allow retries (bad-alloc policy)",
+            objectName: name)
+    }
+
+    /// Sleeps up to `milliseconds` unless interrupted; returns true when interrupted.
+    private func waitInterruptibly(milliseconds: Int) -> Bool {
+        let word = UnsafeAtomic<UInt32>(at: UnsafeMutableRawPointer(interruptWord).assumingMemoryBound(to: UnsafeAtomic<UInt32>.Storage.self))
+        if word.load(ordering: .acquiring) != 0 { return true }
+        var timeout = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
+        _ = cshm_futex_wait(interruptWord, 0, &timeout)
+        return word.load(ordering: .acquiring) != 0
+    }
+
+    /// Wakes every allocation blocked in a bad-alloc retry; they throw `.interrupted`, and so do
+    /// later ones that would retry, until ``resume()``.
+    public func interrupt() {
+        let word = UnsafeAtomic<UInt32>(at: UnsafeMutableRawPointer(interruptWord).assumingMemoryBound(to: UnsafeAtomic<UInt32>.Storage.self))
+        word.store(1, ordering: .releasing)
+        _ = cshm_futex_wake(interruptWord, Int32.max)
+    }
+
+    /// Lets allocations retry again after ``interrupt()``.
+    public func resume() {
+        let word = UnsafeAtomic<UInt32>(at: UnsafeMutableRawPointer(interruptWord).assumingMemoryBound(to: UnsafeAtomic<UInt32>.Storage.self))
+        word.store(0, ordering: .releasing)
+    }
+
+    // MARK: Reference counts
+
+    @inline(__always) private func refCount(_ block: ShmBlock) -> UnsafeAtomic<UInt32>? {
+        guard let b = base(block.segmentID) ?? (try? segment(block.segmentID, create: false))?.base else { return nil }
+        return UnsafeAtomic(
+            at: (b + Int(block.offset) - SegmentLayout.Block.headerSize + SegmentLayout.Block.refCount)
+                .assumingMemoryBound(to: UnsafeAtomic<UInt32>.Storage.self))
+    }
+
+    /// Adds a reference (a zero-copy copy of a message).
+    public func retain(_ block: ShmBlock) {
+        refCount(block)?.wrappingIncrement(ordering: .relaxed)
+    }
+
+    /// Drops a reference; the block is freed when the count reaches 0, from any process.
+    public func release(_ block: ShmBlock) {
+        guard let rc = refCount(block), let b = base(block.segmentID) else { return }
+        let old = rc.loadThenWrappingDecrement(ordering: .acquiringAndReleasing)
+        if old == 1 {
+            SegmentHeap(base: b).free(payload: Int(block.offset))
+        } else if old == 0 {
+            rc.wrappingIncrement(ordering: .relaxed)
+            logger.error(
+                "block released more often than retained; ignored",
+                metadata: ["shm.segment": "\(block.segmentID)", "shm.offset": "\(block.offset)"])
+        }
+    }
+
+    /// The current reference count (0 for a freed block or an unknown segment).
+    public func referenceCount(_ block: ShmBlock) -> Int {
+        refCount(block).map { Int($0.load(ordering: .relaxed)) } ?? 0
+    }
+
+    /// Shrinks a block in place to `newSize` bytes (growing is not possible: the block is
+    /// returned unchanged). The freed tail goes back to the segment.
+    public func shrink(_ block: ShmBlock, to newSize: UInt64) -> ShmBlock {
+        guard newSize < block.size, let b = base(block.segmentID) else { return block }
+        SegmentHeap(base: b).shrink(payload: Int(block.offset), to: Int(newSize))
+        return ShmBlock(segmentID: block.segmentID, offset: block.offset, size: newSize)
+    }
+
+    /// The address of a block's payload in this process.
+    public func address(of block: ShmBlock) -> UnsafeMutableRawPointer {
+        guard let b = base(block.segmentID) ?? (try? segment(block.segmentID, create: false))?.base else {
+            preconditionFailure("segment \(block.segmentID) is not part of session \(configuration.session); validate peer blocks with validatedBlock")
+        }
+        return b + Int(block.offset)
+    }
+
+    /// Checks a block named by a peer (a metadata frame) before it is touched: maps the segment
+    /// if needed, then checks that the payload lies inside it, its alignment, and its header.
+    /// Never reads outside the segment.
+    public func validatedBlock(segmentID: UInt16, offset: UInt64, size: UInt64) throws(ShmCoreError) -> ShmBlock {
+        let heap = try segment(segmentID, create: false)
+        let name = segmentName(segmentID)
+        let segmentSize = UInt64(heap.segmentSize)
+        let heapStart = UInt64(heap.heapOffset)
+        func bad(_ why: String) -> ShmCoreError {
+            ShmCoreError(
+                .invalidBlock,
+                "block at offset \(offset) size \(size) in segment \(segmentID) is invalid: \(why); the sender and this process disagree on the session's memory (mixed builds or a corrupted message)",
+                objectName: name)
+        }
+        guard offset >= heapStart + 32, offset <= segmentSize, size <= segmentSize - offset else {
+            throw bad("it does not lie inside the segment's heap (\(heapStart)..<\(segmentSize))")
+        }
+        guard offset % 16 == 0 else { throw bad("the offset is not 16-byte aligned") }
+        let h = Int(offset) - SegmentLayout.Block.headerSize
+        guard heap.u32(h + SegmentLayout.Block.magic) == SegmentLayout.Block.magicValue else {
+            throw bad("no block header (freed, or not a block)")
+        }
+        let delta = UInt64(heap.u32(h + SegmentLayout.Block.chunkDelta))
+        let arena = Int(heap.base.load(fromByteOffset: h + SegmentLayout.Block.arena, as: UInt16.self))
+        guard delta >= 32, delta <= offset - heapStart, arena < heap.arenaCount else { throw bad("a damaged block header") }
+        let chunk = Int(offset - delta)
+        let range = heap.arenaRange(arena)
+        guard chunk % 16 == 0, chunk >= range.start, chunk < range.end else { throw bad("its chunk lies outside its arena") }
+        let word = heap.u64(chunk)
+        let chunkSize = Int(word & ~SegmentLayout.Chunk.usedBit)
+        guard word & SegmentLayout.Chunk.usedBit != 0, chunk + chunkSize <= range.end else {
+            throw bad("its chunk is not in use")
+        }
+        guard UInt64(chunk + chunkSize) >= offset + size else {
+            throw bad("the size exceeds the block's capacity \(UInt64(chunk + chunkSize) - offset)")
+        }
+        guard heap.u32(h + SegmentLayout.Block.refCount) > 0 else { throw bad("its reference count is 0") }
+        return ShmBlock(segmentID: segmentID, offset: offset, size: size)
+    }
+
+    /// Whether `pointer` lies inside one of the session's segments mapped in this process.
+    public func contains(_ pointer: UnsafeRawPointer) -> Bool {
+        state.withLock { s in
+            s.segments.values.contains { UnsafeRawPointer($0.base) <= pointer && pointer < UnsafeRawPointer($0.base + $0.size) }
+        }
+    }
+
+    /// Free bytes of a segment (0 when it is not part of the session).
+    public func freeMemory(segmentID: UInt16) -> Int {
+        guard let heap = try? segment(segmentID, create: false) else { return 0 }
+        return heap.freeBytes
+    }
+
+    /// Size of a segment in bytes (0 when it is not part of the session).
+    public func segmentSize(segmentID: UInt16) -> Int {
+        guard let heap = try? segment(segmentID, create: false) else { return 0 }
+        return heap.segmentSize
+    }
+
+    /// Free bytes of an empty segment: what ``freeMemory(segmentID:)`` returns once every block is freed.
+    public func heapSize(segmentID: UInt16) -> Int {
+        guard let heap = try? segment(segmentID, create: false) else { return 0 }
+        return heap.heapBytes
+    }
+
+    /// Checks every allocator invariant of a segment (takes each arena lock in turn; for tests
+    /// and diagnostics). Returns the first broken invariant, or nil.
+    public func verifySegment(_ segmentID: UInt16) -> String? {
+        guard let heap = try? segment(segmentID, create: false) else { return "segment \(segmentID) is not mapped" }
+        return heap.verify()
+    }
+
+    /// How often arenas of a segment were rebuilt after a lock holder died.
+    public func repairCount(segmentID: UInt16) -> Int {
+        (try? segment(segmentID, create: false))?.repairs ?? 0
+    }
+
+    /// Processes registered in the session right now (after pruning dead ones).
+    public func attachedProcesses() -> [Int32] {
+        state.withLock { s -> [Int32] in
+            guard let mng = s.management else { return [] }
+            return mng.withLock {
+                mng.pruneDead()
+                let t = mng.processTable
+                return (0..<t.capacity).compactMap { i in
+                    let e = t.offset + i * t.stride
+                    guard mng.u32(e + ManagementLayout.ProcessEntry.state) == ManagementLayout.ProcessEntry.attached else { return nil }
+                    return mng.base.load(fromByteOffset: e + ManagementLayout.ProcessEntry.pid, as: Int32.self)
+                }
+            }
+        }
+    }
+
+    private func publishFreeBytes() {
+        state.withLock { s in
+            guard let mng = s.management else { return }
+            for (id, object) in s.segments { mng.publishFreeBytes(id: id, freeBytes: SegmentHeap(base: object.base).freeBytes) }
+        }
+    }
+
+    // MARK: Detach
+
+    /// Unregisters this process and unmaps the session's memory. The last process out removes
+    /// the segments and the management segment, unless `noCleanup` was set (by this process or
+    /// by the session's creator). Idempotent; `deinit` calls it.
+    public func detach() {
+        let heartbeat = state.withLock { s -> HeartbeatThread? in
+            if s.detached { return nil }
+            s.detached = true
+            return s.heartbeat
+        }
+        heartbeat?.stop()
+        let noCleanup = configuration.noCleanup
+        let dir = directory
+        let id = self.id
+        let logger = self.logger
+        let slot = processSlot
+        state.withLock { s in
+            for (segmentID, _) in s.segments {
+                UnsafeAtomic<UInt>(at: bases + Int(segmentID)).store(0, ordering: .releasing)
+            }
+            if let mng = s.management {
+                mng.withLock {
+                    for (segmentID, object) in s.segments {
+                        mng.publishFreeBytes(id: segmentID, freeBytes: SegmentHeap(base: object.base).freeBytes)
+                    }
+                    mng.unregister(slot: slot)
+                    mng.pruneDead()
+                    if mng.attachedCount == 0 && !noCleanup && !mng.noCleanupFlag && mng.object.isLinked(in: dir) {
+                        for segmentID in mng.registeredSegmentIDs {
+                            dir.unlink(ShmObjectName(id, .segment(UInt32(segmentID))).fileName)
+                        }
+                        dir.unlink(mng.object.name)
+                        logger.debug("last process out: session memory removed")
+                    }
+                }
+            }
+            s.segments = [:]
+            s.management = nil
+            s.heartbeat = nil
+        }
+    }
+}

@@ -1,0 +1,136 @@
+import SystemPackage
+
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+/// One shared memory object of a session, mapped read/write (a file in the shm directory).
+///
+/// Objects are opened relative to the shm directory (`/dev/shm` or `SHMTRANSPORT_SHM_DIR`)
+/// with `O_NOFOLLOW`, mode 0600.
+final class SharedObject: @unchecked Sendable {
+    /// File name under the shm directory.
+    let name: String
+    let base: UnsafeMutableRawPointer
+    let size: Int
+    /// Device and inode, to tell whether the name still points at this object.
+    let device: UInt64
+    let inode: UInt64
+
+    private init(name: String, base: UnsafeMutableRawPointer, size: Int, device: UInt64, inode: UInt64) {
+        self.name = name
+        self.base = base
+        self.size = size
+        self.device = device
+        self.inode = inode
+    }
+
+    deinit { munmap(base, size) }
+
+    /// Creates `name` exclusively and reserves its memory, so that a full shm directory is an
+    /// error now and never a SIGBUS later.
+    /// - Returns: nil when the object already exists.
+    /// The corresponding C functions are `openat(O_CREAT|O_EXCL)`, `posix_fallocate` and `mmap`.
+    static func create(_ name: String, size: Int, in directory: Directory) throws(ShmCoreError) -> SharedObject? {
+        let fd = openat(directory.fd, name, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        if fd < 0 {
+            let err = errno
+            if err == EEXIST { return nil }
+            throw ShmCoreError(
+                .systemCall, "cannot create '\(name)' in \(directory.path); check that the directory exists and is writable",
+                objectName: name, errno: err)
+        }
+        defer { close(fd) }
+        var rc: Int32
+        repeat { rc = posix_fallocate(fd, 0, off_t(size)) } while rc == EINTR
+        if rc != 0 {
+            unlinkat(directory.fd, name, 0)
+            var fs = statvfs()
+            let free = fstatvfs(directory.fd, &fs) == 0 ? UInt64(fs.f_bavail) * UInt64(fs.f_frsize) : 0
+            let code: ShmCoreError.Code = (rc == ENOSPC || rc == EFBIG) ? .noSpace : .systemCall
+            throw ShmCoreError(
+                code,
+                "cannot reserve \(size) bytes (\(Self.human(size))) for '\(name)' in \(directory.path): only \(free) bytes (\(Self.human(Int(free)))) free there; use a smaller segment size (--shm-segment-size), free space (shmmonitor -c for stale sessions) or a bigger tmpfs (mount -o remount,size=...)",
+                objectName: name, errno: rc)
+        }
+        return try map(fd: fd, name: name, size: size)
+    }
+
+    /// Opens an existing object; `nil` when it does not exist.
+    /// - Parameter minimumSize: the object must be at least this big (else `.corrupt`).
+    static func open(_ name: String, in directory: Directory, minimumSize: Int = 1) throws(ShmCoreError) -> SharedObject? {
+        let fd = openat(directory.fd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC)
+        if fd < 0 {
+            let err = errno
+            if err == ENOENT { return nil }
+            throw ShmCoreError(
+                .systemCall,
+                err == EACCES
+                    ? "cannot open '\(name)' in \(directory.path): it belongs to another user; use another session id"
+                    : "cannot open '\(name)' in \(directory.path)", objectName: name, errno: err)
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            throw ShmCoreError(.systemCall, "cannot stat '\(name)'", objectName: name, errno: errno)
+        }
+        guard Int(st.st_size) >= minimumSize else {
+            throw ShmCoreError(
+                .corrupt,
+                "'\(name)' in \(directory.path) is \(st.st_size) bytes, too small to be ours; clean the session (shmmonitor -c -s <session>)",
+                objectName: name)
+        }
+        return try map(fd: fd, name: name, size: Int(st.st_size))
+    }
+
+    private static func map(fd: Int32, name: String, size: Int) throws(ShmCoreError) -> SharedObject {
+        var st = stat()
+        fstat(fd, &st)
+        guard let base = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), base != MAP_FAILED else {
+            throw ShmCoreError(
+                .systemCall, "cannot map '\(name)' (\(size) bytes); check the address-space limit (ulimit -v)",
+                objectName: name, errno: errno)
+        }
+        return SharedObject(name: name, base: base, size: size, device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+    }
+
+    /// Whether `name` in `directory` is still this object (not unlinked or replaced).
+    func isLinked(in directory: Directory) -> Bool {
+        var st = stat()
+        guard fstatat(directory.fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return false }
+        return UInt64(st.st_dev) == device && UInt64(st.st_ino) == inode
+    }
+
+    static func human(_ bytes: Int) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var value = Double(bytes)
+        var unit = 0
+        while value >= 1024 && unit < units.count - 1 {
+            value /= 1024
+            unit += 1
+        }
+        return unit == 0 ? "\(bytes) B" : "\((value * 10).rounded() / 10) \(units[unit])"
+    }
+}
+
+/// An open shm directory (held for the life of a ``SessionMemory``).
+final class Directory: @unchecked Sendable {
+    let path: String
+    let fd: Int32
+
+    init(_ path: FilePath) throws(ShmCoreError) {
+        self.path = path.string
+        let fd = Glibc.open(path.string, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw ShmCoreError(
+                .invalidArgument,
+                "cannot open the shm directory '\(path)'; create it or point SHMTRANSPORT_SHM_DIR at an existing tmpfs directory",
+                objectName: path.string, errno: errno)
+        }
+        self.fd = fd
+    }
+
+    deinit { close(fd) }
+
+    func unlink(_ name: String) { unlinkat(fd, name, 0) }
+}

@@ -1,0 +1,225 @@
+import Foundation
+import Logging
+import ShmCleanup
+import Testing
+
+@testable import ShmCore
+
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+@Suite("SessionMemory in one process")
+struct SessionMemoryTests {
+    @Test("create, register, allocate, refcount, free, last one out removes everything", arguments: AllocationStrategy.allCases)
+    func lifecycle(strategy: AllocationStrategy) throws {
+        let dir = try TmpfsDirectory()
+        defer { #expect(dir.remove().isEmpty) }
+        let config = testConfiguration("life", directory: dir, strategy: strategy)
+        let id = ShmID(session: config.session)
+        do {
+            let memory = try SessionMemory(config, logger: testLogger)
+            #expect(dir.entries() == ["fmq_\(id)_m_0", "fmq_\(id)_mng"])
+            let empty = memory.freeMemory(segmentID: 0)
+            #expect(empty == memory.heapSize(segmentID: 0))
+            let block = try memory.allocate(size: 1000)
+            #expect(block.offset % 16 == 0)
+            #expect(memory.referenceCount(block) == 1)
+            memset(memory.address(of: block), 0xab, 1000)
+            #expect(memory.contains(memory.address(of: block)))
+            #expect(memory.freeMemory(segmentID: 0) < empty)
+            memory.retain(block)
+            #expect(memory.referenceCount(block) == 2)
+            memory.release(block)
+            #expect(memory.referenceCount(block) == 1)
+            #expect(try memory.validatedBlock(segmentID: 0, offset: block.offset, size: 1000) == block)
+            memory.release(block)
+            #expect(memory.freeMemory(segmentID: 0) == empty)
+            #expect(memory.verifySegment(0) == nil)
+            // The record the cleanup engine reads names us.
+            let record = try readRecord(dir: dir, id: id)
+            #expect(record.sessionName == config.session.rawValue)
+            #expect(record.processes.map(\.pid) == [getpid()])
+            #expect(record.segments.map(\.id) == [0])
+            #expect(record.segments.first?.allocatorName == strategy.rawValue)
+            memory.detach()
+            memory.detach()
+        }
+        #expect(dir.entries().isEmpty)
+    }
+
+    @Test("alignment up to 4 KiB and beyond, size 0, mixed sizes, coalescing back to one free chunk per arena")
+    func alignmentAndCoalescing() throws {
+        let dir = try TmpfsDirectory()
+        defer { #expect(dir.remove().isEmpty) }
+        let memory = try SessionMemory(testConfiguration("align", directory: dir, segmentSize: 64 << 20), logger: testLogger)
+        defer { memory.detach() }
+        let empty = memory.freeMemory(segmentID: 0)
+        var blocks: [ShmBlock] = []
+        for alignment in [1, 8, 16, 32, 64, 256, 4096, 65536] {
+            for size in [0, 1, 17, 4096, 100_000] {
+                let b = try memory.allocate(size: size, alignment: alignment)
+                #expect(Int(bitPattern: memory.address(of: b)) % alignment == 0)
+                #expect(b.offset % UInt64(max(16, alignment)) == 0 || alignment > 4096)
+                memset(memory.address(of: b), 0x5a, size)
+                blocks.append(b)
+            }
+        }
+        #expect(memory.verifySegment(0) == nil)
+        var rng = SystemRandomNumberGenerator()
+        blocks.shuffle(using: &rng)
+        for b in blocks { memory.release(b) }
+        #expect(memory.freeMemory(segmentID: 0) == empty)
+        #expect(memory.verifySegment(0) == nil)
+        #expect(throws: ShmCoreError.self) { try memory.allocate(size: 10, alignment: 3) }
+        #expect(throws: ShmCoreError.self) { try memory.allocate(size: -1) }
+    }
+
+    @Test("shrink in place returns the tail", arguments: AllocationStrategy.allCases)
+    func shrink(strategy: AllocationStrategy) throws {
+        let dir = try TmpfsDirectory()
+        defer { #expect(dir.remove().isEmpty) }
+        let memory = try SessionMemory(testConfiguration("shrink", directory: dir, strategy: strategy), logger: testLogger)
+        defer { memory.detach() }
+        let empty = memory.freeMemory(segmentID: 0)
+        let block = try memory.allocate(size: 1 << 20)
+        let before = memory.freeMemory(segmentID: 0)
+        let small = memory.shrink(block, to: 100)
+        #expect(small.offset == block.offset && small.size == 100)
+        #expect(memory.freeMemory(segmentID: 0) > before + (1 << 20) - 1024)
+        #expect(memory.verifySegment(0) == nil)
+        #expect(throws: Never.self) { try memory.validatedBlock(segmentID: 0, offset: small.offset, size: 100) }
+        #expect(throws: ShmCoreError.self) { try memory.validatedBlock(segmentID: 0, offset: small.offset, size: 4096) }
+        memory.release(small)
+        #expect(memory.freeMemory(segmentID: 0) == empty)
+    }
+
+    @Test("bad-alloc policies: throw at once, retry N times, forever until interrupted")
+    func badAlloc() throws {
+        let dir = try TmpfsDirectory()
+        defer { #expect(dir.remove().isEmpty) }
+        var config = testConfiguration("badalloc", directory: dir, segmentSize: 1 << 20, arenas: 1)
+        let memory = try SessionMemory(config, logger: testLogger)
+        let big = try memory.allocate(size: 900_000)
+        let error = #expect(throws: ShmCoreError.self) { try memory.allocate(size: 200_000) }
+        #expect(error?.code == .badAlloc)
+        #expect(error?.message.contains("free memory") == true)
+        memory.detach()
+        #expect(dir.entries().isEmpty)
+
+        config.badAlloc = .retry(attempts: 3, intervalMilliseconds: 20)
+        let retrying = try SessionMemory(config, logger: testLogger)
+        let hog = try retrying.allocate(size: 900_000)
+        let start = ContinuousClock.now
+        #expect(throws: ShmCoreError.self) { try retrying.allocate(size: 200_000) }
+        #expect(ContinuousClock.now - start >= .milliseconds(40))
+        // Memory freed by another thread during the retries is found.
+        let freer = Thread { usleep(30_000); retrying.release(hog) }
+        freer.start()
+        config.badAlloc = .forever(intervalMilliseconds: 5)
+        let got = try retrying.allocate(size: 200_000)
+        retrying.release(got)
+        retrying.detach()
+        _ = big
+
+        let forever = try SessionMemory(config, logger: testLogger)
+        let hog2 = try forever.allocate(size: 900_000)
+        let interrupter = Thread { usleep(50_000); forever.interrupt() }
+        interrupter.start()
+        let interrupted = #expect(throws: ShmCoreError.self) { try forever.allocate(size: 200_000) }
+        #expect(interrupted?.code == .interrupted)
+        forever.resume()
+        forever.release(hog2)
+        #expect(try forever.allocate(size: 200_000).size == 200_000)
+        forever.detach()
+        #expect(dir.entries().isEmpty)
+    }
+
+    @Test("validatedBlock refuses what is not a live block, without reading out of bounds")
+    func validation() throws {
+        let dir = try TmpfsDirectory()
+        defer { #expect(dir.remove().isEmpty) }
+        let memory = try SessionMemory(testConfiguration("valid", directory: dir), logger: testLogger)
+        defer { memory.detach() }
+        let block = try memory.allocate(size: 64)
+        let size = UInt64(memory.segmentSize(segmentID: 0))
+        for (segment, offset, length) in [
+            (UInt16(0), UInt64(0), UInt64(1)), (0, size, 1), (0, size - 8, 64), (0, UInt64.max - 4, 10),
+            (0, block.offset + 8, 8), (0, block.offset + 16, 8), (0, block.offset, 1 << 30), (7, block.offset, 64),
+        ] {
+            #expect(throws: ShmCoreError.self, "segment \(segment) offset \(offset) size \(length)") {
+                try memory.validatedBlock(segmentID: segment, offset: offset, size: length)
+            }
+        }
+        memory.release(block)
+        let freed = #expect(throws: ShmCoreError.self) { try memory.validatedBlock(segmentID: 0, offset: block.offset, size: 64) }
+        #expect(freed?.code == .invalidBlock)
+    }
+
+    @Test("a foreign or newer management segment is refused with a clear error")
+    func foreignLayout() throws {
+        let dir = try TmpfsDirectory()
+        defer { #expect(dir.remove().count == 1) }
+        let config = testConfiguration("foreign", directory: dir)
+        let name = "\(dir.path)/fmq_\(ShmID(session: config.session))_mng"
+        var bytes = [UInt8](repeating: 0x42, count: 8192)
+        _ = FileManager.default.createFile(atPath: name, contents: Data(bytes))
+        let foreign = #expect(throws: ShmCoreError.self) { try SessionMemory(config, logger: testLogger) }
+        #expect(foreign?.code == .foreignLayout)
+        bytes = ManagementRecord(sessionName: "x", creatorUID: 0, creatorPID: 1).encoded()
+        bytes.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(99), toByteOffset: ManagementLayout.Header.layoutVersion, as: UInt32.self) }
+        _ = FileManager.default.createFile(atPath: name, contents: Data(bytes))
+        let newer = #expect(throws: ShmCoreError.self) { try SessionMemory(config, logger: testLogger) }
+        #expect(newer?.code == .unsupportedVersion)
+        #expect(newer?.message.contains("version 99") == true)
+    }
+
+    @Test("a session pre-created by a keep-alive process (raw segments, zero lock) is formatted by the first device")
+    func keepAliveSession() throws {
+        let dir = try TmpfsDirectory()
+        defer { #expect(dir.remove().isEmpty) }
+        let config = testConfiguration("keepalive", directory: dir, segmentSize: 4 << 20)
+        let id = ShmID(session: config.session)
+        let record = ManagementRecord(
+            sessionName: config.session.rawValue, creatorUID: geteuid(), creatorPID: getpid(),
+            segments: [.init(id: 0, size: 4 << 20, freeBytes: 4 << 20)])
+        _ = FileManager.default.createFile(atPath: "\(dir.path)/fmq_\(id)_mng", contents: Data(record.encoded()))
+        let fd = open("\(dir.path)/fmq_\(id)_m_0", O_CREAT | O_RDWR, 0o600)
+        #expect(posix_fallocate(fd, 0, 4 << 20) == 0)
+        close(fd)
+        let memory = try SessionMemory(config, logger: testLogger)
+        let block = try memory.allocate(size: 1000)
+        memory.release(block)
+        #expect(memory.verifySegment(0) == nil)
+        memory.detach()
+    }
+
+    @Test("repair after a dead lock holder rebuilds the free lists from the chunk walk")
+    func repairRebuilds() throws {
+        let dir = try TmpfsDirectory()
+        defer { #expect(dir.remove().isEmpty) }
+        let memory = try SessionMemory(testConfiguration("repair", directory: dir, arenas: 1), logger: testLogger)
+        defer { memory.detach() }
+        let empty = memory.freeMemory(segmentID: 0)
+        var blocks = try (0..<200).map { try memory.allocate(size: 16 + $0 * 37) }
+        for i in stride(from: 0, to: blocks.count, by: 3) { memory.release(blocks[i]) }
+        blocks = blocks.enumerated().filter { $0.offset % 3 != 0 }.map(\.element)
+        let free = memory.freeMemory(segmentID: 0)
+        // Scramble the free lists and counters as a holder killed mid-update could leave them.
+        let heap = SegmentHeap(base: memory.address(of: blocks[0]) - Int(blocks[0].offset))
+        let a = heap.arenaOffset(0)
+        memset(heap.base + a + SegmentLayout.Arena.bins, 0xff, 64)
+        heap.setU64(a + SegmentLayout.Arena.freeBytes, 12345)
+        #expect(memory.verifySegment(0) != nil)
+        heap.repair(arena: 0)
+        #expect(memory.verifySegment(0) == nil)
+        #expect(memory.freeMemory(segmentID: 0) == free)
+        for b in blocks { memory.release(b) }
+        #expect(memory.freeMemory(segmentID: 0) == empty)
+    }
+}
+
+func readRecord(dir: TmpfsDirectory, id: ShmID) throws -> ManagementRecord {
+    let data = try Data(contentsOf: URL(fileURLWithPath: "\(dir.path)/fmq_\(id)_mng"))
+    return try data.withUnsafeBytes { raw throws(ManagementRecord.DecodeFailure) in try ManagementRecord(bytes: raw) }
+}
