@@ -508,6 +508,58 @@ public final class SessionMemory: @unchecked Sendable {
         }
     }
 
+    /// Test hooks: die by SIGKILL while holding a lock, in the middle of an update, so that
+    /// the crash tests can prove the owner-died repair.
+    @_spi(Testing) public enum CrashPoint: String, Sendable, CaseIterable {
+        /// A free chunk was taken off its bin, its size not yet changed.
+        case allocationUnlinked = "allocation-unlinked"
+        /// A chunk was split (remainder header written, used size stored) but the remainder is in no bin.
+        case allocationSplit = "allocation-split"
+        /// A freed chunk was marked free (one size store), not yet put in a bin.
+        case freeMerged = "free-merged"
+        /// The session lock is held while a process entry is half claimed.
+        case sessionLockClaiming = "session-lock-claiming"
+    }
+
+    /// Performs the first half of an operation and SIGKILLs this process (see ``CrashPoint``).
+    @_spi(Testing) public func crash(at point: CrashPoint) -> Never {
+        let heap = SegmentHeap(base: base(ownSegmentID)!)
+        switch point {
+        case .allocationUnlinked, .allocationSplit:
+            heap.lock(arena: 0)
+            let need = SegmentHeap.chunkSize(size: 256, alignment: 16)
+            if let c = heap.findFit(arena: 0, need: need) {
+                let total = Int(heap.u64(c))
+                heap.removeFree(arena: 0, chunk: c, size: total)
+                if point == .allocationSplit && total - need >= SegmentLayout.Chunk.minimumSize {
+                    heap.setU64(c + need, UInt64(total - need))
+                    heap.setU64(c + need + 8, UInt64(need))
+                    heap.setU64(c, UInt64(need) | SegmentLayout.Chunk.usedBit)
+                }
+            }
+        case .freeMerged:
+            let a = heap.allocate(arena: 0, size: 100, alignment: 16)!
+            _ = heap.allocate(arena: 0, size: 100, alignment: 16)
+            let b = heap.allocate(arena: 0, size: 100, alignment: 16)!
+            heap.free(payload: b)
+            heap.lock(arena: 0)
+            let c = a - 32
+            let size = Int(heap.u64(c) & ~SegmentLayout.Chunk.usedBit)
+            heap.setU64(c, UInt64(size))
+        case .sessionLockClaiming:
+            if let mng = state.withLock({ $0.management }) {
+                pthread_mutex_lock(mng.mutex)
+                let t = mng.processTable
+                for i in 0..<t.capacity {
+                    let e = t.offset + i * t.stride
+                    if mng.atomic32(e).compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged { break }
+                }
+            }
+        }
+        raise(SIGKILL)
+        fatalError("SIGKILL did not kill")
+    }
+
     private func publishFreeBytes() {
         state.withLock { s in
             guard let mng = s.management else { return }

@@ -2,7 +2,7 @@ import ArgumentParser
 import Atomics
 import Logging
 import ShmCleanup
-import ShmCore
+@_spi(Testing) import ShmCore
 import SystemPackage
 
 #if canImport(Glibc)
@@ -19,7 +19,7 @@ struct WorkerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "shmcore-worker",
         abstract: "Stress the shared-memory core from a real process (used by the multi-process tests).",
-        subcommands: [CreateControl.self, Run.self])
+        subcommands: [CreateControl.self, Run.self, Crash.self])
 }
 
 struct CreateControl: ParsableCommand {
@@ -40,6 +40,31 @@ struct CreateControl: ParsableCommand {
         guard Control.create(path: control, workers: workers, segmentSize: segmentSize) != nil else {
             throw ValidationError("cannot create the control object '\(control)'; check the path and free space")
         }
+    }
+}
+
+struct Crash: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Attach, then die by SIGKILL in the middle of an update while holding a lock.")
+
+    @Option(name: .shortAndLong, help: "Session id.") var session: String
+    @Option(help: "Shared memory directory.") var shmDir: String
+    @Option(help: "Segment size in bytes.") var segmentSize: Int = 16 << 20
+    @Option(help: "Arenas per segment.") var arenas: Int = 1
+    @Option(help: "Where to die: \(SessionMemory.CrashPoint.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var point: String
+
+    func validate() throws {
+        guard SessionMemory.CrashPoint(rawValue: point) != nil else {
+            throw ValidationError("unknown crash point '\(point)'; use one of \(SessionMemory.CrashPoint.allCases.map(\.rawValue))")
+        }
+    }
+
+    func run() throws {
+        let config = SessionConfiguration(
+            session: try SessionID(session), directory: FilePath(shmDir), segmentSize: segmentSize, arenaCount: arenas)
+        let memory = try SessionMemory(config, logger: Logger(label: "shmcore-worker"))
+        memory.crash(at: SessionMemory.CrashPoint(rawValue: point)!)
     }
 }
 

@@ -1,0 +1,259 @@
+import Foundation
+import Logging
+import ShmCleanup
+import ShmTestSupport
+import SystemPackage
+import Testing
+
+@_spi(Testing) @testable import ShmCore
+
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+/// A `shmcore-worker run` child.
+final class WorkerProcess: @unchecked Sendable {
+    let process = Process()
+    let output = Pipe()
+    let errors = Pipe()
+    let index: Int
+    let started = Date()
+
+    init(index: Int, arguments: [String]) throws {
+        self.index = index
+        process.executableURL = URL(fileURLWithPath: workerPath)
+        process.arguments = arguments
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    /// Waits for the exit; returns status and the output.
+    func wait() -> (status: Int32, reason: Process.TerminationReason, stdout: String, stderr: String) {
+        let out = output.fileHandleForReading.readDataToEndOfFile()
+        let err = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (
+            process.terminationStatus, process.terminationReason, String(decoding: out, as: UTF8.self),
+            String(decoding: err, as: UTF8.self)
+        )
+    }
+
+    func kill() {
+        Glibc.kill(pid, SIGKILL)
+        process.waitUntilExit()
+    }
+}
+
+/// Read-only view of the workers' control object: progress stamps (CLOCK_MONOTONIC) per worker.
+struct ControlView {
+    let base: UnsafeMutableRawPointer
+    let size: Int
+
+    init(path: String) throws {
+        let fd = open(path, O_RDWR)
+        guard fd >= 0 else { throw ShmCoreError(.systemCall, "cannot open \(path)", errno: errno) }
+        defer { close(fd) }
+        var st = stat()
+        fstat(fd, &st)
+        size = Int(st.st_size)
+        base = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)!
+    }
+
+    func unmap() { munmap(base, size) }
+    func lastProgress(_ i: Int) -> UInt64 {
+        base.load(fromByteOffset: 64 + 64 * i + 8, as: UInt64.self)
+    }
+    func setStop() {
+        base.storeBytes(of: UInt32(1), toByteOffset: 8, as: UInt32.self)
+    }
+}
+
+func monotonicNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// Blocks handed over between processes in the acceptance runs (override for longer stress).
+let acceptanceBlocks = ProcessInfo.processInfo.environment["SHMCORE_STRESS_BLOCKS"].flatMap(Int.init) ?? 1_000_000
+/// Rounds of SIGKILL in the crash test.
+let crashRounds = ProcessInfo.processInfo.environment["SHMCORE_CRASH_ROUNDS"].flatMap(Int.init) ?? 200
+
+@Suite("SessionMemory across real processes", .serialized)
+struct MultiProcessTests {
+    func workerArguments(
+        _ config: SessionConfiguration, control: String, index: Int, blocks: Int, strategy: AllocationStrategy
+    ) -> [String] {
+        [
+            "run", "-s", config.session.rawValue, "--shm-dir", config.directory.string, "--segment-size",
+            "\(config.segmentSize)", "--control", control, "--index", "\(index)", "--blocks", "\(blocks)",
+            "--allocator", strategy.rawValue,
+        ]
+    }
+
+    @Test(
+        "N processes allocate, fill, hand over and free mixed-size blocks: never handed out twice, patterns intact, free memory back to its start",
+        arguments: [(2, AllocationStrategy.rbtreeBestFit, 1), (4, .rbtreeBestFit, 1), (2, .simpleSeqFit, 5)])
+    func handOver(workers: Int, strategy: AllocationStrategy, divisor: Int) throws {
+        let dir = try TmpfsDirectory()
+        defer { #expect(dir.remove().isEmpty) }
+        var config = testConfiguration("handover", directory: dir, segmentSize: 64 << 20, strategy: strategy)
+        config.allocationStrategy = strategy
+        let memory = try SessionMemory(config, logger: testLogger)
+        let empty = memory.freeMemory(segmentID: 0)
+        let control = "\(dir.path)/control"
+        let created = try runTool(
+            workerPath, ["create-control", "--control", control, "--workers", "\(workers)", "--segment-size", "\(config.segmentSize)"])
+        #expect(created.status == 0, "\(created.stderr)")
+        let total = acceptanceBlocks / divisor
+        let start = Date()
+        let children = try (0..<workers).map {
+            try WorkerProcess(
+                index: $0,
+                arguments: workerArguments(config, control: control, index: $0, blocks: total / workers, strategy: strategy))
+        }
+        var produced = 0
+        var received = 0
+        for child in children {
+            let result = child.wait()
+            #expect(result.status == 0 && result.reason == .exit, "worker \(child.index): \(result.stderr)")
+            let fields = result.stdout.split(separator: " ")
+            if let i = fields.firstIndex(of: "produced"), let n = Int(fields[i + 1]) { produced += n }
+            if let i = fields.firstIndex(of: "received"), let n = Int(fields[i + 1]) { received += n }
+        }
+        print("handover \(workers) workers \(strategy.rawValue): \(produced) blocks, \(received) handed over, \(Date().timeIntervalSince(start)) s")
+        #expect(produced == total / workers * workers)
+        #expect(received > produced / 2)
+        #expect(memory.freeMemory(segmentID: 0) == empty)
+        #expect(memory.verifySegment(0) == nil)
+        #expect(memory.attachedProcesses() == [getpid()])
+        memory.detach()
+        try FileManager.default.removeItem(atPath: control)
+        #expect(dir.entries().isEmpty)
+    }
+
+    @Test("SIGKILL of random workers at random moments: survivors never stall over 1 s, the table drops the dead, cleanup leaves nothing")
+    func crashTest() throws {
+        let dir = try TmpfsDirectory()
+        defer { #expect(dir.remove().isEmpty) }
+        let workers = 4
+        let config = testConfiguration("crash", directory: dir, segmentSize: 64 << 20)
+        let memory = try SessionMemory(config, logger: testLogger)
+        let id = ShmID(session: config.session)
+        let control = "\(dir.path)/control"
+        let created = try runTool(
+            workerPath, ["create-control", "--control", control, "--workers", "\(workers)", "--segment-size", "\(config.segmentSize)"])
+        #expect(created.status == 0, "\(created.stderr)")
+        let view = try ControlView(path: control)
+        defer { view.unmap() }
+        let spawn = { (i: Int) throws -> WorkerProcess in
+            try WorkerProcess(
+                index: i, arguments: self.workerArguments(config, control: control, index: i, blocks: 0, strategy: .rbtreeBestFit))
+        }
+        var children = try (0..<workers).map(spawn)
+        var spawnedAt = [UInt64](repeating: monotonicNanos(), count: workers)
+        var killed: [Int32] = []
+        var longestStall: UInt64 = 0
+        var rng = SystemRandomNumberGenerator()
+
+        /// Samples every live worker's last progress stamp for `nanos`; a worker counts once it
+        /// has made progress since it was spawned.
+        func sample(for nanos: UInt64) {
+            let end = monotonicNanos() + nanos
+            repeat {
+                let now = monotonicNanos()
+                for i in 0..<workers {
+                    let last = view.lastProgress(i)
+                    if last > spawnedAt[i] && now > last { longestStall = max(longestStall, now - last) }
+                }
+                usleep(2000)
+            } while monotonicNanos() < end
+        }
+
+        sample(for: 300_000_000)
+        for _ in 0..<crashRounds {
+            sample(for: UInt64.random(in: 5_000_000...40_000_000, using: &rng))
+            let victim = Int.random(in: 0..<workers, using: &rng)
+            killed.append(children[victim].pid)
+            children[victim].kill()
+            spawnedAt[victim] = monotonicNanos()
+            children[victim] = try spawn(victim)
+        }
+        // Pruning runs every second in every process: after 1.5 s no dead pid may be listed.
+        sample(for: 1_500_000_000)
+        let record = try readRecord(dir: dir, id: id)
+        let listed = Set(record.processes.map(\.pid))
+        #expect(listed.isDisjoint(with: killed), "dead pids still listed: \(listed.intersection(killed))")
+        #expect(listed == Set(children.map(\.pid) + [getpid()]))
+        #expect(record.processes.allSatisfy { ProcessInspector().isAlive(pid: $0.pid, startTime: $0.startTime) })
+
+        view.setStop()
+        for child in children {
+            let result = child.wait()
+            #expect(result.status == 0 && result.reason == .exit, "worker \(child.index): \(result.stderr)")
+        }
+        print("crash test: \(crashRounds) kills, longest stall of a live worker \(longestStall / 1_000_000) ms, arena repairs \(memory.repairCount(segmentID: 0)), free \(memory.freeMemory(segmentID: 0)) of \(memory.heapSize(segmentID: 0))")
+        #expect(longestStall < 1_000_000_000, "a survivor stalled \(longestStall / 1_000_000) ms")
+        #expect(memory.verifySegment(0) == nil)
+        #expect(memory.attachedProcesses() == [getpid()])
+        // Blocks of killed workers leak until the session ends; the session still ends cleanly.
+        memory.detach()
+        try FileManager.default.removeItem(atPath: control)
+        #expect(dir.entries().isEmpty)
+    }
+
+    @Test("a process killed inside an allocator or session-lock update is repaired by the next locker", arguments: SessionMemory.CrashPoint.allCases)
+    func killedHoldingLock(point: SessionMemory.CrashPoint) throws {
+        let dir = try TmpfsDirectory()
+        defer { #expect(dir.remove().isEmpty) }
+        let config = testConfiguration("holder", directory: dir, segmentSize: 16 << 20, arenas: 1)
+        let memory = try SessionMemory(config, logger: testLogger)
+        let empty = memory.freeMemory(segmentID: 0)
+        let result = try runTool(
+            workerPath,
+            ["crash", "-s", config.session.rawValue, "--shm-dir", dir.path, "--segment-size", "\(16 << 20)", "--point", point.rawValue])
+        #expect(result.status == SIGKILL, "\(result.stderr)")
+        // The next locker sees EOWNERDEAD and repairs; nothing hangs.
+        let block = try memory.allocate(size: 300)
+        memory.release(block)
+        #expect(memory.attachedProcesses() == [getpid()])
+        #expect(memory.verifySegment(0) == nil)
+        if point != .sessionLockClaiming {
+            #expect(memory.repairCount(segmentID: 0) >= 1)
+            // At most the block the dead process was taking leaks.
+            #expect(memory.freeMemory(segmentID: 0) >= empty - 2048)
+        } else {
+            #expect(memory.freeMemory(segmentID: 0) == empty)
+        }
+        // A new process can still attach and work.
+        let again = try SessionMemory(config, logger: testLogger)
+        let b = try again.allocate(size: 1000)
+        again.release(b)
+        again.detach()
+        memory.detach()
+        #expect(dir.entries().isEmpty)
+    }
+
+    @Test("many processes attaching at once: one creates, all register, the last one out removes everything")
+    func concurrentAttach() throws {
+        let dir = try TmpfsDirectory()
+        defer { #expect(dir.remove().isEmpty) }
+        let config = testConfiguration("race", directory: dir, segmentSize: 8 << 20)
+        let control = "\(dir.path)/control"
+        let created = try runTool(workerPath, ["create-control", "--control", control, "--workers", "8", "--segment-size", "\(8 << 20)"])
+        #expect(created.status == 0)
+        let children = try (0..<8).map {
+            try WorkerProcess(
+                index: $0, arguments: workerArguments(config, control: control, index: $0, blocks: 2000, strategy: .rbtreeBestFit))
+        }
+        for child in children {
+            let result = child.wait()
+            #expect(result.status == 0, "\(result.stderr)")
+        }
+        try FileManager.default.removeItem(atPath: control)
+        #expect(dir.entries().isEmpty)
+    }
+}
