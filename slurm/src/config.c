@@ -78,6 +78,8 @@ int shmt_config_parse(int ac, char **av, struct shmt_config *config)
 			rc = parse_path("state_dir", value, config->state_dir, sizeof(config->state_dir));
 		else if (KEY("shm_dir"))
 			rc = parse_path("shm_dir", value, config->shm_dir, sizeof(config->shm_dir));
+		else if (KEY("job_namespace"))
+			rc = parse_path("job_namespace", value, config->job_namespace, sizeof(config->job_namespace));
 		else if (KEY("step_session"))
 			rc = parse_bool("step_session", value, &config->step_session);
 		else if (KEY("user_sweep"))
@@ -88,7 +90,7 @@ int shmt_config_parse(int ac, char **av, struct shmt_config *config)
 			rc = parse_timeout(value, &config->timeout);
 		else {
 			slurm_error(SHMT_PREFIX "unknown plugstack argument '%s'; known: shmmonitor= state_dir= shm_dir= "
-				    "step_session= user_sweep= strict= timeout=", arg);
+				    "job_namespace= step_session= user_sweep= strict= timeout=", arg);
 			return -1;
 		}
 #undef KEY

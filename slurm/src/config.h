@@ -14,6 +14,10 @@ struct shmt_config {
 	char state_dir[PATH_MAX];
 	/* shm_dir=DIR: passed to shmmonitor as --shm-dir (default: shmmonitor's own, /dev/shm). */
 	char shm_dir[PATH_MAX];
+	/* job_namespace=PATTERN: the mount namespace file of a job's private /dev/shm under
+	 * job_container/tmpfs (%j job id, %n node name, %% a '%'), e.g.
+	 * /var/spool/slurm/jc/%n/%j/.ns; cleanups enter it when it exists (default: none). */
+	char job_namespace[PATH_MAX];
 	/* step_session=yes|no: give each step a unique SHMTRANSPORT_SESSION (default yes). */
 	bool step_session;
 	/* user_sweep=yes|no: at job end, also remove every unused session of the job's user when

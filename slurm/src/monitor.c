@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,8 +123,65 @@ static void reset_signals(void)
 	sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-static __attribute__((noreturn)) void run_child(const struct shmt_owner *owner, char *const argv[], int out_fd,
-						int err_fd)
+/* Expands job_namespace= (%j, %n, %%) for the job; false when there is none or it is too long. */
+static bool namespace_path(const struct shmt_config *config, uint32_t job_id, char *buf, size_t len)
+{
+	const char *node = getenv("SLURMD_NODENAME");
+	char host[256];
+	size_t used = 0;
+
+	if (config->job_namespace[0] == '\0')
+		return false;
+	if (!node || !*node) {
+		if (gethostname(host, sizeof(host)) != 0)
+			return false;
+		host[sizeof(host) - 1] = '\0';
+		host[strcspn(host, ".")] = '\0';
+		node = host;
+	}
+	for (const char *p = config->job_namespace; *p; p++) {
+		int n;
+
+		if (*p == '%' && p[1] == 'j')
+			n = snprintf(buf + used, len - used, "%u", job_id);
+		else if (*p == '%' && p[1] == 'n')
+			n = snprintf(buf + used, len - used, "%s", node);
+		else if (*p == '%' && p[1] == '%')
+			n = snprintf(buf + used, len - used, "%%");
+		else
+			n = snprintf(buf + used, len - used, "%c", *p);
+		if (n < 0 || (size_t)n >= len - used)
+			return false;
+		used += (size_t)n;
+		if (*p == '%' && (p[1] == 'j' || p[1] == 'n' || p[1] == '%'))
+			p++;
+	}
+	return true;
+}
+
+/* In the child: enters the job's private mount namespace (job_container/tmpfs), if any. */
+static void enter_job_namespace(const char *path)
+{
+	int fd;
+
+	if (!path)
+		return;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		/* No namespace (yet or any more): the job's objects are in the host's shm directory. */
+		if (errno != ENOENT)
+			dprintf(STDERR_FILENO, "cannot open the job's namespace %s: %s\n", path, strerror(errno));
+		return;
+	}
+	if (setns(fd, CLONE_NEWNS) != 0) {
+		dprintf(STDERR_FILENO, "cannot enter the job's namespace %s: %s\n", path, strerror(errno));
+		_exit(126);
+	}
+	close(fd);
+}
+
+static __attribute__((noreturn)) void run_child(const struct shmt_owner *owner, const char *ns_path,
+						char *const argv[], int out_fd, int err_fd)
 {
 	static char *const envp[] = { "PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C.UTF-8", NULL };
 	int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -133,6 +191,7 @@ static __attribute__((noreturn)) void run_child(const struct shmt_owner *owner, 
 		_exit(126);
 	close_inherited();
 	reset_signals();
+	enter_job_namespace(ns_path);
 	if (chdir("/") != 0)
 		_exit(126);
 	drop_privileges(owner);
@@ -185,7 +244,8 @@ enum shmt_result shmt_monitor_cleanup(const struct shmt_config *config, const st
 				      const char *label, const char *const *args, size_t nargs)
 {
 	char *argv[SHMT_MAX_ARGS];
-	char uid_text[16];
+	char uid_text[16], ns_path[PATH_MAX];
+	bool has_ns;
 	size_t argc = 0;
 	int out_pipe[2], err_pipe[2];
 	pid_t pid;
@@ -208,6 +268,7 @@ enum shmt_result shmt_monitor_cleanup(const struct shmt_config *config, const st
 		argv[argc++] = (char *)config->shm_dir;
 	}
 	argv[argc] = NULL;
+	has_ns = namespace_path(config, owner->job_id, ns_path, sizeof(ns_path));
 
 	if (pipe2(out_pipe, O_CLOEXEC) != 0) {
 		slurm_error(SHMT_PREFIX "%s: pipe: %s", label, strerror(errno));
@@ -229,7 +290,7 @@ enum shmt_result shmt_monitor_cleanup(const struct shmt_config *config, const st
 		return SHMT_FAILED;
 	}
 	if (pid == 0)
-		run_child(owner, argv, out_pipe[1], err_pipe[1]);
+		run_child(owner, has_ns ? ns_path : NULL, argv, out_pipe[1], err_pipe[1]);
 
 	close(out_pipe[1]);
 	close(err_pipe[1]);
