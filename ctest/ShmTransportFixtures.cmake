@@ -61,7 +61,9 @@ Cache variables:
 
 Unknown arguments, a session id used twice, or one that cannot be a session id are errors.
 Every test has its own session and its own fixture, so ``ctest -j`` is safe, and ``ctest -R``
-pulls in the setup, cleanup and sweep tests of what it selects.
+pulls in the setup, cleanup and sweep tests of what it selects. The fixture tests carry the
+label ``shm-fixture``: ``ctest -L shm-fixture`` removes every session of the build tree without
+running a test.
 #]===]
 
 include_guard(GLOBAL)

@@ -90,7 +90,7 @@ sem.fmq_${id}_ms" ]
     [ -z "$(ls -A "$shm")" ]
 }
 
-@test "the example on the real /dev/shm: the sessions are removed there and nothing else changes" {
+@test "the example on the real /dev/shm under ctest -j2: its sessions are removed there" {
     local name status=0
     for name in $(helpers::example_tests); do sessions+=("$prefix$name"); done
     helpers::configure_example
