@@ -8,7 +8,9 @@ setup_file() {
     # slurmd runs Epilog= with a fixed environment, so a wrapper names our shmmonitor
     printf '#!/bin/sh\nSHMMONITOR=%s/shmmonitor exec %s/shmtransport-epilog.sh "$@"\n' "$SHMT_BIN" "$SHMT_BIN" \
         >"$SHMT_BIN/test-epilog.sh"
-    chmod 755 "$SHMT_BIN/test-epilog.sh"
+    printf '#!/bin/sh\nSHMT_USER_SWEEP=yes SHMMONITOR=%s/shmmonitor exec %s/shmtransport-epilog.sh "$@"\n' "$SHMT_BIN" "$SHMT_BIN" \
+        >"$SHMT_BIN/test-epilog-sweep.sh"
+    chmod 755 "$SHMT_BIN/test-epilog.sh" "$SHMT_BIN/test-epilog-sweep.sh"
 }
 
 teardown_file() {
@@ -49,4 +51,32 @@ leaky_job() {
     [ "$(t::node_state)" = idle ]
     t::assert_job_clean "$job"
     t::assert_sentinels
+}
+
+@test "the Epilog= script with SHMT_USER_SWEEP=yes sweeps after the user's last job only" {
+    read -r _ _ other_dead <<<"$(tr '\n' ' ' <"$SHMT_TEST_ROOT/sentinels.ids")"
+    [ -n "$(t::objects_of "$other_dead")" ]
+    t::use_plugstack none
+    cluster::write_slurm_conf "Epilog=$SHMT_BIN/test-epilog-sweep.sh"
+    scontrol reconfigure
+    a=$(t::submit "$SHMT_USER2" --export=ALL,SHMTRANSPORT_SESSION="own-$SHMT_RUN-a" "$SHMT_JOBS/hold.sh" wait)
+    b=$(t::submit "$SHMT_USER2" --export=ALL,SHMTRANSPORT_SESSION="own-$SHMT_RUN-b" "$SHMT_JOBS/hold.sh" wait)
+    JOBS+=("$a" "$b")
+    t::wait_for "$a" '^READY$'
+    t::wait_for "$b" '^READY$'
+    snap_b=$(t::snapshot "$b")
+    scancel "$a"
+    t::wait_gone "$a"
+    t::assert_job_clean "$a"
+    t::assert_intact "$b" "$snap_b"
+    # the user still has job b here: the user's leftover outside Slurm stays
+    t::assert_sentinels
+    scancel "$b"
+    t::wait_gone "$b"
+    t::assert_job_clean "$b"
+    # the user's last job ended: the leftover goes; the first user's sessions stay
+    expected=$(grep -v -e "fmq_${other_dead}_" "$SHMT_TEST_ROOT/sentinels.expected")
+    [ -z "$(t::objects_of "$other_dead")" ]
+    [ "$(t::sentinel_objects)" = "$expected" ]
+    echo "$expected" >"$SHMT_TEST_ROOT/sentinels.expected"
 }
