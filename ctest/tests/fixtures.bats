@@ -123,7 +123,8 @@ sem.fmq_${id}_ms" ]
     ctest_pid=$!
     set +m
     helpers::wait_for_file "/dev/shm/fmq_${id}_mng" 30
-    sleep 0.3
+    helpers::wait_for_file "/dev/shm/fmq_${id}_m_0" 30
+    sleep 0.5
     kill -INT -- "-$ctest_pid"
     local interrupted_status=0
     wait "$ctest_pid" || interrupted_status=$?
