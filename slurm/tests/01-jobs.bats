@@ -147,6 +147,23 @@ hold_job() {
     t::assert_sentinels
 }
 
+@test "srun --shm-session: a named session that carries no job id is removed at job end" {
+    named="named-$SHMT_RUN-srun"
+    run runuser -u "$SHMT_USER1" -- srun --job-name="$named" --shm-session="$named" \
+        env -u SLURM_JOB_ID -u SLURM_STEP_ID "$SHMT_BIN/shm-keepalive" -s "$named" --no-cleanup --lifetime 0.2
+    echo "$output"
+    [ "$status" -eq 0 ]
+    id=$(echo "$output" | awk '$1 == "ready" { print $2 }')
+    [ -n "$id" ]
+    for _ in $(seq 300); do
+        [ -z "$(squeue -h -n "$named")" ] && break
+        sleep 0.1
+    done
+    [ -z "$(squeue -h -n "$named")" ]
+    [ -z "$(t::objects_of "$id")" ]
+    t::assert_sentinels
+}
+
 @test "a step run through shm-launch uses the plugin's step session; scancel --signal=KILL leaves nothing" {
     [ -x "$SHMT_BIN/shm-launch" ] || skip "scripts/shm-launch is not in this checkout"
     job=$(t::submit "$SHMT_USER1" "$SHMT_JOBS/launch.sh")
