@@ -20,6 +20,8 @@ final class ManagementSegment: @unchecked Sendable {
     let object: SharedObject
     let created: Bool
     var base: UnsafeMutableRawPointer { object.base }
+    /// Frees what a dead process kept in its local cache (slot, its segment id); set by the owner.
+    var reclaimCache: (@Sendable (Int, UInt16) -> Void)?
 
     private init(object: SharedObject, created: Bool) {
         self.object = object
@@ -225,6 +227,7 @@ final class ManagementSegment: @unchecked Sendable {
             guard u32(e + P.state) == P.attached else { continue }
             let pid = base.load(fromByteOffset: e + P.pid, as: Int32.self)
             if !inspector.isAlive(pid: pid, startTime: u64(e + P.startTime)) {
+                reclaimCache?(i, base.load(fromByteOffset: e + P.segmentID, as: UInt16.self))
                 atomic32(e + P.state).store(P.free, ordering: .releasing)
                 pruned.append(pid)
             }

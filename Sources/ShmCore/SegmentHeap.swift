@@ -270,6 +270,7 @@ struct SegmentHeap: @unchecked Sendable {
         atomic32(h + B.refCount).store(1, ordering: .relaxed)
         setU32(h + B.chunkDelta, UInt32(payload - c))
         base.storeBytes(of: UInt16(arena), toByteOffset: h + B.arena, as: UInt16.self)
+        base.storeBytes(of: UInt16(0), toByteOffset: h + B.cacheOwner, as: UInt16.self)
         return payload
     }
 
@@ -382,6 +383,37 @@ struct SegmentHeap: @unchecked Sendable {
         }
         for (chunk, size) in freeChunks { insertFree(arena: arena, chunk: chunk, size: size) }
         setU64(a + A.repairs, u64(a + A.repairs) &+ 1)
+    }
+
+    /// Frees the blocks a dead process kept in its local cache: used chunks whose header is
+    /// intact, whose reference count is 0 and whose `cacheOwner` is `owner`. The caller holds
+    /// the session lock and has established that the owner is dead, so nobody else uses them;
+    /// a block already freed has lost its magic and is not seen twice.
+    /// - Returns: how many blocks were freed.
+    @discardableResult
+    func reclaimCached(owner: UInt16) -> Int {
+        var found: [Int] = []
+        for arena in 0..<arenaCount {
+            lock(arena: arena)
+            let (start, end) = arenaRange(arena)
+            var c = start
+            while c < end {
+                let word = u64(c)
+                let size = Int(truncatingIfNeeded: word & ~C.usedBit)
+                if size < C.minimumSize || c + size > end { break }
+                let h = c + 32 - B.headerSize
+                if word & C.usedBit != 0 && u32(h + B.magic) == B.magicValue && u32(h + B.chunkDelta) == 32
+                    && base.load(fromByteOffset: h + B.cacheOwner, as: UInt16.self) == owner
+                    && atomic32(h + B.refCount).load(ordering: .acquiring) == 0
+                {
+                    found.append(c + 32)
+                }
+                c += size
+            }
+            unlock(arena: arena)
+        }
+        for payload in found { free(payload: payload) }
+        return found.count
     }
 
     /// Zeroes the free memory of every arena (FairMQ's `--shm-zero-segment`).

@@ -39,7 +39,8 @@
 /// free:  16 next free chunk (offset, 0 = none)   24 previous free chunk
 /// used:  payload at alignUp(chunk + 32, alignment); the 16-byte block header right before it:
 ///        0 magic UInt32 "SHMB"  4 refCount UInt32 (atomic)  8 chunkDelta UInt32 (payload - chunk)
-///        12 arena UInt16        14 reserved
+///        12 arena UInt16        14 cacheOwner UInt16 (process slot + 1 while in that process's
+///        local cache with refCount 0; 0 otherwise; lets the pruner of a dead process free its cache)
 /// ```
 ///
 /// The chunk sizes alone make the heap walkable from `start` to `end`; every operation changes
@@ -95,6 +96,7 @@ enum SegmentLayout {
         static let refCount = 4
         static let chunkDelta = 8
         static let arena = 12
+        static let cacheOwner = 14
         static let magicValue: UInt32 = 0x424d_4853
     }
 

@@ -59,6 +59,9 @@ public struct SessionConfiguration: Sendable {
     /// one from the size (one arena below 64 MiB, up to 8 above). The largest block is the
     /// size of the largest arena, which is at least half of the segment.
     public var arenaCount: Int?
+    /// Bytes of freed blocks this process keeps for reuse without taking a shared lock; `nil`
+    /// picks min(segment / 16, 16 MiB), 0 turns the cache off. A killed process leaks at most this.
+    public var localCacheBytes: Int?
 
     /// Creates a configuration; every argument has FairMQ's default.
     public init(
@@ -73,7 +76,8 @@ public struct SessionConfiguration: Sendable {
         zeroSegmentOnAttach: Bool = false,
         mlockSegmentOnAttach: Bool = false,
         noCleanup: Bool = false,
-        arenaCount: Int? = nil
+        arenaCount: Int? = nil,
+        localCacheBytes: Int? = nil
     ) {
         self.session = session
         self.directory = directory
@@ -87,6 +91,7 @@ public struct SessionConfiguration: Sendable {
         self.mlockSegmentOnAttach = mlockSegmentOnAttach
         self.noCleanup = noCleanup
         self.arenaCount = arenaCount
+        self.localCacheBytes = localCacheBytes
     }
 }
 

@@ -38,6 +38,9 @@ public final class SessionMemory: @unchecked Sendable {
     private let interruptWord: UnsafeMutablePointer<UInt32>
     private let ownSegmentID: UInt16
     private let preferredArena: Int
+    private let cache: LocalCache
+    /// This process's mark on blocks in its local cache (process slot + 1).
+    private let cacheOwner: UInt16
 
     private struct State: ~Copyable {
         var detached = false
@@ -75,6 +78,8 @@ public final class SessionMemory: @unchecked Sendable {
         self.bases.initialize(repeating: UnsafeAtomic<UInt>.Storage(0), count: 1 << 16)
         self.interruptWord = .allocate(capacity: 1)
         self.interruptWord.initialize(to: 0)
+        self.cache = LocalCache(
+            limitBytes: max(0, configuration.localCacheBytes ?? min(configuration.segmentSize / 16, 16 << 20)))
 
         let mngName = ShmObjectName(id, .management).fileName
         var attached: (ManagementSegment, Int)?
@@ -91,6 +96,15 @@ public final class SessionMemory: @unchecked Sendable {
             }
             let dir = directory
             let segmentID = configuration.segmentID
+            let shmID = id
+            mng.reclaimCache = { slot, segment in
+                // Map the dead process's segment just for this: no lock of ours is needed.
+                let name = ShmObjectName(shmID, .segment(UInt32(segment))).fileName
+                guard let object = try? SharedObject.open(name, in: dir, minimumSize: SegmentLayout.minimumSegmentSize)
+                else { return }
+                let heap = SegmentHeap(base: object.base)
+                if heap.isFormatted && heap.segmentSize == object.size { heap.reclaimCached(owner: UInt16(slot + 1)) }
+            }
             let slot: Int?
             do {
                 slot = try mng.withLock { () throws(ShmCoreError) -> Int? in
@@ -119,6 +133,7 @@ public final class SessionMemory: @unchecked Sendable {
         self.processSlot = slot
         self.createdSession = mng.created
         self.preferredArena = slot
+        self.cacheOwner = UInt16(slot + 1)
         self.state = Mutex(State(management: mng))
         do {
             _ = try segment(configuration.segmentID, create: true)
@@ -285,6 +300,12 @@ public final class SessionMemory: @unchecked Sendable {
         }
         let align = max(16, alignment)
         let heap = SegmentHeap(base: b)
+        if align == 16, let chunk = cache.pop(heap, need: SegmentHeap.chunkSize(size: size, alignment: 16)) {
+            let h = chunk + 32 - SegmentLayout.Block.headerSize
+            heap.atomic32(h + SegmentLayout.Block.refCount).store(1, ordering: .relaxed)
+            heap.base.storeBytes(of: UInt16(0), toByteOffset: h + SegmentLayout.Block.cacheOwner, as: UInt16.self)
+            return ShmBlock(segmentID: ownSegmentID, offset: UInt64(chunk + 32), size: UInt64(size))
+        }
         if let payload = tryAllocate(heap, size: size, alignment: align) {
             return ShmBlock(segmentID: ownSegmentID, offset: UInt64(payload), size: UInt64(size))
         }
@@ -306,6 +327,12 @@ public final class SessionMemory: @unchecked Sendable {
     }
 
     @inline(never) private func allocateSlowly(_ heap: SegmentHeap, size: Int, alignment: Int) throws(ShmCoreError) -> ShmBlock {
+        if cache.bytes > 0 {
+            cache.flush(into: heap)
+            if let payload = tryAllocate(heap, size: size, alignment: alignment) {
+                return ShmBlock(segmentID: ownSegmentID, offset: UInt64(payload), size: UInt64(size))
+            }
+        }
         let need = SegmentHeap.chunkSize(size: size, alignment: alignment)
         let largest = (0..<heap.arenaCount).map { heap.arenaRange($0) }.map { $0.end - $0.start }.max() ?? 0
         let name = segmentName(ownSegmentID)
@@ -385,7 +412,15 @@ public final class SessionMemory: @unchecked Sendable {
         guard let rc = refCount(block), let b = base(block.segmentID) else { return }
         let old = rc.loadThenWrappingDecrement(ordering: .acquiringAndReleasing)
         if old == 1 {
-            SegmentHeap(base: b).free(payload: Int(block.offset))
+            let heap = SegmentHeap(base: b)
+            let payload = Int(block.offset)
+            let h = payload - SegmentLayout.Block.headerSize
+            if block.segmentID == ownSegmentID && heap.u32(h + SegmentLayout.Block.chunkDelta) == 32 {
+                heap.base.storeBytes(of: cacheOwner, toByteOffset: h + SegmentLayout.Block.cacheOwner, as: UInt16.self)
+                if cache.push(heap, chunk: payload - 32) { return }
+                heap.base.storeBytes(of: UInt16(0), toByteOffset: h + SegmentLayout.Block.cacheOwner, as: UInt16.self)
+            }
+            heap.free(payload: payload)
         } else if old == 0 {
             rc.wrappingIncrement(ordering: .relaxed)
             logger.error(
@@ -463,9 +498,12 @@ public final class SessionMemory: @unchecked Sendable {
     }
 
     /// Free bytes of a segment (0 when it is not part of the session).
+    ///
+    /// Includes the blocks this process keeps in its local cache (they are free for it);
+    /// other processes' caches count as used until they flush them.
     public func freeMemory(segmentID: UInt16) -> Int {
         guard let heap = try? segment(segmentID, create: false) else { return 0 }
-        return heap.freeBytes
+        return heap.freeBytes + (segmentID == ownSegmentID ? cache.bytes : 0)
     }
 
     /// Size of a segment in bytes (0 when it is not part of the session).
@@ -579,6 +617,7 @@ public final class SessionMemory: @unchecked Sendable {
             return s.heartbeat
         }
         heartbeat?.stop()
+        if let b = base(ownSegmentID) { cache.flush(into: SegmentHeap(base: b)) }
         let noCleanup = configuration.noCleanup
         let dir = directory
         let id = self.id
