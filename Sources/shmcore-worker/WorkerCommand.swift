@@ -19,7 +19,7 @@ struct WorkerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "shmcore-worker",
         abstract: "Stress the shared-memory core from a real process (used by the multi-process tests).",
-        subcommands: [CreateControl.self, Run.self, Crash.self])
+        subcommands: [CreateControl.self, Run.self, Crash.self, Attach.self])
 }
 
 struct CreateControl: ParsableCommand {
@@ -39,6 +39,30 @@ struct CreateControl: ParsableCommand {
     func run() throws {
         guard Control.create(path: control, workers: workers, segmentSize: segmentSize) != nil else {
             throw ValidationError("cannot create the control object '\(control)'; check the path and free space")
+        }
+    }
+}
+
+struct Attach: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create or attach a session, allocate and free one block, detach; print the error if any.")
+
+    @Option(name: .shortAndLong, help: "Session id.") var session: String
+    @Option(help: "Shared memory directory (default: $SHMTRANSPORT_SHM_DIR or /dev/shm).") var shmDir: String?
+    @Option(help: "Segment size in bytes.") var segmentSize: Int = 16 << 20
+
+    func run() throws {
+        var config = SessionConfiguration(session: try SessionID(session), segmentSize: segmentSize)
+        if let shmDir { config.directory = FilePath(shmDir) }
+        do {
+            let memory = try SessionMemory(config, logger: Logger(label: "shmcore-worker"))
+            let block = try memory.allocate(size: 4096)
+            memory.release(block)
+            print("attached \(memory.id) free \(memory.freeMemory(segmentID: config.segmentID))")
+            memory.detach()
+        } catch {
+            fputs("shmcore-worker: \(error)\n", stderr)
+            throw ExitCode(2)
         }
     }
 }

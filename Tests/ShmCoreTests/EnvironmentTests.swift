@@ -1,0 +1,86 @@
+import Foundation
+import Logging
+import ShmCleanup
+import ShmTestSupport
+import Testing
+
+@testable import ShmCore
+
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+@Suite("Segments meet the environment: a small tmpfs, the monitor")
+struct EnvironmentTests {
+    /// Runs a shell script in a private mount namespace (root only); returns status and output.
+    func inPrivateMountNamespace(_ script: String, environment: [String: String] = [:]) throws -> ToolResult {
+        try runTool("/usr/bin/unshare", ["-m", "--propagation", "private", "/bin/sh", "-c", script], environment: environment)
+    }
+
+    @Test(
+        "a segment that does not fit a small tmpfs fails at creation with size wanted, space free and the fix, leaving nothing",
+        .enabled(if: geteuid() == 0, "mounting a tmpfs needs root"))
+    func smallTmpfs() throws {
+        var template = Array("/tmp/shmcore-tmpfs.XXXXXX".utf8CString)
+        guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
+            Issue.record("mkdtemp failed")
+            return
+        }
+        let mountPoint = String(cString: template.withUnsafeBufferPointer { $0.baseAddress! })
+        defer { rmdir(mountPoint) }
+        let session = ShmFixtureDirectory.uniqueSession("tmpfs").rawValue
+        // 8 MiB tmpfs: a 64 MiB segment must fail at creation, a 4 MiB one must work. The
+        // directory comes from SHMTRANSPORT_SHM_DIR, as devices get it.
+        let script = """
+            mount -t tmpfs -o size=8m tmpfs '\(mountPoint)' || exit 97
+            '\(workerPath)' attach -s '\(session)' --segment-size \(64 << 20); echo "status=$?"
+            echo "left=[$(ls -A '\(mountPoint)')]"
+            '\(workerPath)' attach -s '\(session)' --segment-size \(4 << 20); echo "status=$?"
+            echo "left=[$(ls -A '\(mountPoint)')]"
+            """
+        let result = try inPrivateMountNamespace(script, environment: ["SHMTRANSPORT_SHM_DIR": mountPoint])
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.first == "status=2", "\(result.stdout)")
+        #expect(lines.dropFirst().first == "left=[]", "a failed creation must remove what it created")
+        #expect(lines.contains { $0.hasPrefix("attached ") }, "\(result.stdout) \(result.stderr)")
+        #expect(lines.suffix(2) == ["status=0", "left=[]"], "\(result.stdout)")
+        let error = result.stderr
+        #expect(error.contains("cannot reserve 67108864 bytes (64.0 MiB)"), "\(error)")
+        #expect(error.contains("m_0"), "\(error)")
+        #expect(error.contains(mountPoint), "\(error)")
+        #expect(error.contains("free there"), "\(error)")
+        #expect(error.contains("use a smaller segment size"), "\(error)")
+        // The namespace's tmpfs is gone with it: the host directory is untouched.
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: mountPoint)) ?? ["?"]).isEmpty)
+    }
+
+    @Test("shmmonitor --view and --list-all show session name, creator, attached processes and per-segment total/used/free")
+    func monitorView() throws {
+        let dir = try TmpfsDirectory()
+        defer { #expect(dir.remove().isEmpty) }
+        let config = testConfiguration("view", directory: dir, segmentSize: 8 << 20)
+        let memory = try SessionMemory(config, logger: testLogger)
+        let blocks = try (0..<10).map { _ in try memory.allocate(size: 100_000) }
+        usleep(400_000)  // the heartbeat publishes free memory every 100 ms
+        let free = memory.freeMemory(segmentID: 0)
+        let used = (8 << 20) - free
+        let view = try runTool("shmmonitor", ["--view", "-s", config.session.rawValue, "--shm-dir", dir.path])
+        #expect(view.status == 0, "\(view.stderr)")
+        let text = view.stdout
+        #expect(text.contains("session: \(config.session.rawValue)"), "\(text)")
+        #expect(text.contains("creator id: \(geteuid())"), "\(text)")
+        #expect(text.contains("[0]: total: \(8 << 20)"), "\(text)")
+        #expect(text.contains("free: \(free), used: \(used)"), "\(text)")
+        #expect(used > 1_000_000)
+        #expect(text.contains("allocator: rbtree_best_fit"), "\(text)")
+        #expect(text.contains("pid \(getpid()), uid \(geteuid()), segment 0"), "\(text)")
+        #expect(text.contains("alive"), "\(text)")
+        let list = try runTool("shmmonitor", ["--list-all", "--shm-dir", dir.path])
+        #expect(list.status == 0, "\(list.stderr)")
+        #expect(list.stdout.contains(config.session.rawValue), "\(list.stdout)")
+        for b in blocks { memory.release(b) }
+        memory.detach()
+        #expect(dir.entries().isEmpty)
+    }
+}
