@@ -67,7 +67,7 @@ let package = Package(
         .target(
             name: "ShmTransport",
             dependencies: [
-                "ShmCleanup", "CZeroMQ",
+                "ShmCore", "ShmCleanup", "CZeroMQ",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
@@ -113,7 +113,7 @@ let package = Package(
         .executableTarget(
             name: "transport-peer",
             dependencies: [
-                "ShmTransport", "ShmCleanup",
+                "ShmTransport", "ShmCore", "ShmCleanup",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
@@ -122,6 +122,17 @@ let package = Package(
         ),
 
         // Benchmarks (numbers in docs/, never in timed tests).
+        .executableTarget(
+            name: "transport-bench",
+            dependencies: [
+                "ShmTransport", "ShmCore", "ShmCleanup",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            path: "Benchmarks/transport-bench",
+            swiftSettings: strictSettings
+        ),
         .executableTarget(
             name: "shmcore-bench",
             dependencies: [
@@ -166,7 +177,7 @@ let package = Package(
         .testTarget(
             name: "ShmTransportTests",
             dependencies: [
-                "ShmTransport", "ShmCleanup", "ShmTestSupport",
+                "ShmTransport", "ShmCore", "ShmCleanup", "ShmTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],

@@ -1,4 +1,5 @@
 import ShmCleanup
+import ShmCore
 import SystemPackage
 
 /// Which transport a factory implements. The raw values are what `--transport` accepts.
@@ -23,6 +24,10 @@ public struct TransportConfiguration: Sendable {
     public var segmentSize: Int
     /// The managed segment this process allocates from (receivers read any segment).
     public var segmentID: UInt16
+    /// Allocation strategy of a segment this process creates (`rbtree_best_fit`).
+    public var allocationStrategy: AllocationStrategy
+    /// What to do when a segment is full: throw at once (default), retry, or retry forever.
+    public var badAlloc: BadAllocPolicy
     /// Pad every metadata frame to at least this many bytes (0 = no padding), so ZeroMQ's
     /// high-water marks apply back-pressure with fewer buffers in flight. FairMQ's `--shm-metadata-msg-size`.
     public var metadataMessageSize: Int
@@ -47,6 +52,8 @@ public struct TransportConfiguration: Sendable {
         shmDirectory: FilePath = SessionScanner.defaultDirectory,
         segmentSize: Int = 2 << 30,
         segmentID: UInt16 = 0,
+        allocationStrategy: AllocationStrategy = .rbtreeBestFit,
+        badAlloc: BadAllocPolicy = .throwImmediately,
         metadataMessageSize: Int = 0,
         zeroSegmentOnCreation: Bool = false,
         mlockSegmentOnCreation: Bool = false,
@@ -60,6 +67,8 @@ public struct TransportConfiguration: Sendable {
         self.shmDirectory = shmDirectory
         self.segmentSize = segmentSize
         self.segmentID = segmentID
+        self.allocationStrategy = allocationStrategy
+        self.badAlloc = badAlloc
         self.metadataMessageSize = metadataMessageSize
         self.zeroSegmentOnCreation = zeroSegmentOnCreation
         self.mlockSegmentOnCreation = mlockSegmentOnCreation

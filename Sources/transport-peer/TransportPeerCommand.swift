@@ -1,6 +1,7 @@
 import ArgumentParser
 import Logging
 import ShmCleanup
+import ShmCore
 import ShmTransport
 import SystemPackage
 
@@ -51,6 +52,8 @@ struct TransportPeerCommand: ParsableCommand {
     var reportBlocks = false
     @Flag(name: .customLong("keep-copy"), help: "Keep a zero-copy copy of every message sent until the end (shmem proof).")
     var keepCopy = false
+    @Flag(help: "After the last transfer, wait until standard input closes before releasing kept copies and exiting.")
+    var hold = false
 
     mutating func validate() throws {
         guard TransportKind(rawValue: transport) != nil else { throw ValidationError("--transport must be shmem or zeromq") }
@@ -94,6 +97,7 @@ struct TransportPeerCommand: ParsableCommand {
         }
         print("done \(messages) \(total)")
         fflush(stdout)
+        if hold { while readLine() != nil {} }
         kept.removeAll()
     }
 
@@ -102,7 +106,9 @@ struct TransportPeerCommand: ParsableCommand {
         for part in 0..<parts {
             let message = try factory.makeMessage(size: size)
             message.withUnsafeMutableBytes { fillPattern($0, message: index, part: part) }
-            //REPORT-BLOCKS
+            if reportBlocks, let block = message.shmBlock, let memory = factory.sessionMemory, let data = message.data {
+                print("block \(block.segmentID) \(block.offset) \(block.size) \(memory.contains(data) ? "inside" : "outside")")
+            }
             if keepCopy { kept.append(message.copy()) }
             batch.append(message)
         }

@@ -3,7 +3,7 @@ import ShmTransport
 import Testing
 
 /// The transports every shared test runs against.
-let transports: [TransportKind] = [.zeromq]  // PHASE1
+let transports: [TransportKind] = TransportKind.allCases
 
 /// Every pattern over every endpoint kind, single and multipart, between two threads.
 @Suite struct PatternTests {

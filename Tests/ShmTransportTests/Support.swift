@@ -114,12 +114,24 @@ final class Worker: @unchecked Sendable {
     private let lock = NSLock()
     private var problems: [String] = []
 
+    private var body: (@Sendable (Worker) -> Void)?
+
     init(_ body: @escaping @Sendable (Worker) -> Void) {
+        self.body = body
         let thread = Thread { [self] in
-            body(self)
+            runBody()
             done.signal()
         }
         thread.start()
+    }
+
+    /// Runs the body and drops it (and everything it captured) before `join()` returns.
+    private func runBody() {
+        let body = lock.withLock { () -> (@Sendable (Worker) -> Void)? in
+            defer { self.body = nil }
+            return self.body
+        }
+        body?(self)
     }
 
     func fail(_ problem: String) { lock.withLock { problems.append(problem) } }
@@ -136,6 +148,7 @@ final class PeerProcess: @unchecked Sendable {
     let process = Process()
     private let output = Pipe()
     private let errors = Pipe()
+    private let input = Pipe()
     private var buffer = Data()
 
     init(_ arguments: [String]) throws {
@@ -147,7 +160,13 @@ final class PeerProcess: @unchecked Sendable {
         process.environment = env
         process.standardOutput = output
         process.standardError = errors
+        process.standardInput = input
         try process.run()
+    }
+
+    /// Ends the peer's `--hold` wait (closes its standard input).
+    func release() {
+        try? input.fileHandleForWriting.close()
     }
 
     /// The next line of output, or `nil` at end of output.
@@ -166,6 +185,7 @@ final class PeerProcess: @unchecked Sendable {
 
     /// Waits for the exit; returns the status and the standard error text.
     func wait() -> (status: Int32, stderr: String) {
+        release()
         let err = errors.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         return (process.terminationStatus, String(decoding: err, as: UTF8.self))

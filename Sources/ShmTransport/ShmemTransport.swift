@@ -1,0 +1,204 @@
+import CZeroMQ
+import Logging
+import ShmCleanup
+import ShmCore
+
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+/// A `shmem` message's payload: a block of the session's memory.
+typealias ShmPayload = ShmBlock
+
+/// The session memory of a `shmem` factory.
+final class ShmemState: @unchecked Sendable {
+    let memory: SessionMemory
+    let shmNumber: UInt64
+
+    init(_ configuration: TransportConfiguration, logger: Logger) throws(TransportError) {
+        var session = SessionConfiguration(session: configuration.session)
+        session.directory = configuration.shmDirectory
+        session.segmentSize = configuration.segmentSize
+        session.segmentID = configuration.segmentID
+        session.allocationStrategy = configuration.allocationStrategy
+        session.badAlloc = configuration.badAlloc
+        session.zeroSegmentOnCreation = configuration.zeroSegmentOnCreation
+        session.mlockSegmentOnCreation = configuration.mlockSegmentOnCreation
+        session.zeroSegmentOnAttach = configuration.zeroSegmentOnAttach
+        session.mlockSegmentOnAttach = configuration.mlockSegmentOnAttach
+        session.noCleanup = configuration.noCleanup
+        do {
+            memory = try SessionMemory(session, logger: logger)
+        } catch {
+            throw TransportError(.sharedMemory, "cannot attach the shared memory of session '\(configuration.session)': \(error)")
+        }
+        shmNumber = memory.id.number
+    }
+
+    deinit { memory.detach() }
+}
+
+extension TransportError {
+    init(_ error: ShmCoreError, _ context: String) {
+        let code: Code = error.code == .badAlloc || error.code == .interrupted ? .badAlloc : .sharedMemory
+        self.init(code, "\(context): \(error.message)", errno: error.errno)
+    }
+}
+
+extension TransportFactory {
+    /// The session memory of a `shmem` factory (`nil` for `zeromq`).
+    public var sessionMemory: SessionMemory? { shm?.memory }
+
+    func shmAllocate(size: Int, alignment: Int) throws(TransportError) -> (ShmPayload, UnsafeMutableRawPointer) {
+        guard let shm else { preconditionFailure("shmAllocate on a \(kind) factory") }
+        do {
+            let block = try shm.memory.allocate(size: size, alignment: max(alignment, 16))
+            return (block, shm.memory.address(of: block))
+        } catch {
+            throw TransportError(error, "cannot create a message of \(size) bytes (alignment \(alignment))")
+        }
+    }
+
+    func shmRetain(_ payload: ShmPayload) { shm!.memory.retain(payload) }
+    func shmRelease(_ payload: ShmPayload) { shm!.memory.release(payload) }
+    func shmReferenceCount(_ payload: ShmPayload) -> Int { shm!.memory.referenceCount(payload) }
+    func shmShrink(_ payload: ShmPayload, to size: Int) -> ShmPayload { shm!.memory.shrink(payload, to: UInt64(size)) }
+    func shmInterrupt() { shm?.memory.interrupt() }
+    func shmResume() { shm?.memory.resume() }
+}
+
+extension Socket {
+    func sendShmem(_ parts: [Message], timeout: Int) -> TransferResult {
+        let socket: UnsafeMutableRawPointer
+        do { socket = try open() } catch { return .error(error) }
+        guard let shm = factory.shm else { return .error(TransportError(.unsupported, "not a shmem socket")) }
+        var total = 0
+        for part in parts {
+            switch part.storage {
+            case .heap:
+                return .error(TransportError(.invalidArgument, "cannot send a zeromq message on a shmem socket"))
+            case .shm:
+                guard part.factory.shm?.shmNumber == shm.shmNumber else {
+                    return .error(TransportError(
+                        .invalidArgument,
+                        "the message belongs to session shmId \(part.factory.shmID), this socket to \(factory.shmID); make the message with a factory of the socket's session"))
+                }
+            case .empty: break
+            }
+            total += part.size
+        }
+        let frame = UnsafeMutablePointer<zmq_msg_t>.allocate(capacity: 1)
+        defer { frame.deallocate() }
+        let size = MetadataCodec.encodedSize(partCount: parts.count, minimumSize: factory.configuration.metadataMessageSize)
+        guard zmq_msg_init_size(frame, size) == 0 else { return .error(zmqError("allocating a metadata frame")) }
+        let descriptors = parts.lazy.map { part -> BlockDescriptor in
+            guard case .shm(let block) = part.storage else { return .empty }
+            return BlockDescriptor(segmentID: block.segmentID, offset: block.offset, size: UInt64(part.size))
+        }
+        MetadataCodec.encode(
+            shmID: shm.shmNumber, parts: descriptors, into: UnsafeMutableRawBufferPointer(start: zmq_msg_data(frame), count: size))
+        let result = sendFrames(frame, count: 1, socket: socket, deadline: Deadline(timeoutMilliseconds: timeout))
+        guard case .transferred = result else { return result }
+        for part in parts { part.markSent() }
+        return .transferred(total)
+    }
+
+    func receiveShmem(into parts: inout [Message], single: Bool, timeout: Int) -> TransferResult {
+        let socket: UnsafeMutableRawPointer
+        do { socket = try open() } catch { return .error(error) }
+        guard let shm = factory.shm else { return .error(TransportError(.unsupported, "not a shmem socket")) }
+        var frame = zmq_msg_t()
+        zmq_msg_init(&frame)
+        defer { zmq_msg_close(&frame) }
+        let result = receiveFrame(&frame, socket: socket, deadline: Deadline(timeoutMilliseconds: timeout))
+        guard case .transferred(let frameSize) = result else { return result }
+        if zmq_msg_more(&frame) != 0 {
+            let dropped = drainMore(socket) + 1
+            return .error(TransportError(
+                .invalidMetadata,
+                "received a ZeroMQ message of \(dropped) frames; a shmem message is one metadata frame: the peer probably uses the zeromq transport; give both peers the same transport"))
+        }
+        let descriptors: [BlockDescriptor]
+        do {
+            descriptors = try MetadataCodec.decode(
+                UnsafeRawBufferPointer(start: zmq_msg_data(&frame), count: frameSize), expectedShmID: shm.shmNumber)
+        } catch {
+            logger.debug("refused a metadata frame", metadata: ["error": "\(error)"])
+            return .error(error)
+        }
+        // Check every part before taking any, so a bad frame leaves nothing half-owned.
+        var blocks: [ShmBlock?] = []
+        blocks.reserveCapacity(descriptors.count)
+        for (index, descriptor) in descriptors.enumerated() {
+            if descriptor.isEmpty {
+                blocks.append(nil)
+                continue
+            }
+            do {
+                let block = try shm.memory.validatedBlock(
+                    segmentID: descriptor.segmentID, offset: descriptor.offset, size: descriptor.size)
+                blocks.append(block)
+            } catch {
+                return .error(TransportError(
+                    .invalidMetadata,
+                    "metadata part \(index + 1) of \(descriptors.count) names no valid block (\(error.message)); the peer may use another session or transport"))
+            }
+            if descriptors.count > 1 {
+                for earlier in 0..<index where !descriptors[earlier].isEmpty
+                    && descriptors[earlier].segmentID == descriptor.segmentID && descriptors[earlier].offset == descriptor.offset
+                {
+                    return .error(TransportError(
+                        .invalidMetadata,
+                        "metadata parts \(earlier + 1) and \(index + 1) name the same block; a block has one owner, so the frame is corrupt"))
+                }
+            }
+        }
+        if single && descriptors.count != 1 {
+            for block in blocks { if let block { shm.memory.release(block) } }
+            return .error(TransportError(
+                .wrongPartCount,
+                "received a multipart message of \(descriptors.count) parts where one message was expected; it was freed. Receive it with receive(_ parts:)"))
+        }
+        var total = 0
+        for block in blocks {
+            let target: Message
+            if single {
+                target = parts[0]
+            } else {
+                target = factory.makeMessage()
+                parts.append(target)
+            }
+            guard let block else {
+                target.install(.empty, base: nil, size: 0)
+                continue
+            }
+            var address = shm.memory.address(of: block)
+            var owned = block
+            if target.alignment > 16 && Int(bitPattern: address) % target.alignment != 0 {
+                // Rare: the receiver asked for a stronger alignment than the sender used.
+                do {
+                    let (aligned, alignedAddress) = try factory.shmAllocate(size: Int(block.size), alignment: target.alignment)
+                    alignedAddress.copyMemory(from: address, byteCount: Int(block.size))
+                    shm.memory.release(block)
+                    owned = aligned
+                    address = alignedAddress
+                } catch {
+                    shm.memory.release(block)
+                    return .error(error)
+                }
+            }
+            target.install(.shm(owned), base: address, size: Int(block.size))
+            total += Int(block.size)
+        }
+        return .transferred(total)
+    }
+}
+
+extension Message {
+    /// The shared-memory block holding the payload (`shmem` messages only; `nil` otherwise).
+    /// Its segment id and offset are what the metadata frame carries to the receiver.
+    public var shmBlock: ShmBlock? {
+        if case .shm(let block) = storage { return block }
+        return nil
+    }
+}
