@@ -22,8 +22,14 @@ final class LocalCache: @unchecked Sendable {
     private let slots: UnsafeMutablePointer<Int>
     private let counts: UnsafeMutablePointer<Int>
     private let lockWord: UnsafeMutablePointer<UnsafeAtomic<Int>.Storage>
-    /// Bytes of chunks in the cache (guarded by the lock; read racily for statistics).
-    private(set) var bytes = 0
+    private let bytesWord: UnsafeMutablePointer<UnsafeAtomic<Int>.Storage>
+
+    /// Bytes of chunks in the cache (changed under the lock, readable at any time).
+    var bytes: Int { UnsafeAtomic<Int>(at: bytesWord).load(ordering: .relaxed) }
+
+    @inline(__always) private func addBytes(_ delta: Int) {
+        UnsafeAtomic<Int>(at: bytesWord).wrappingIncrement(by: delta, ordering: .relaxed)
+    }
 
     init(limitBytes: Int) {
         self.limitBytes = limitBytes
@@ -33,12 +39,15 @@ final class LocalCache: @unchecked Sendable {
         counts.initialize(repeating: 0, count: Self.classCount)
         lockWord = .allocate(capacity: 1)
         lockWord.initialize(to: .init(0))
+        bytesWord = .allocate(capacity: 1)
+        bytesWord.initialize(to: .init(0))
     }
 
     deinit {
         slots.deallocate()
         counts.deallocate()
         lockWord.deallocate()
+        bytesWord.deallocate()
     }
 
     @inline(__always) private func lock() {
@@ -62,7 +71,7 @@ final class LocalCache: @unchecked Sendable {
         let total = Int(truncatingIfNeeded: heap.u64(chunk) & ~SegmentLayout.Chunk.usedBit)
         guard total >= need else { return nil }
         counts[cls] = n - 1
-        bytes -= total
+        addBytes(-total)
         return chunk
     }
 
@@ -77,7 +86,7 @@ final class LocalCache: @unchecked Sendable {
         guard n < Self.depth, bytes + total <= limitBytes else { return false }
         slots[cls * Self.depth + n] = chunk
         counts[cls] = n + 1
-        bytes += total
+        addBytes(total)
         return true
     }
 
@@ -89,7 +98,7 @@ final class LocalCache: @unchecked Sendable {
             for i in 0..<counts[cls] { chunks.append(slots[cls * Self.depth + i]) }
             counts[cls] = 0
         }
-        bytes = 0
+        UnsafeAtomic<Int>(at: bytesWord).store(0, ordering: .relaxed)
         unlock()
         for chunk in chunks { heap.free(payload: chunk + 32) }
     }

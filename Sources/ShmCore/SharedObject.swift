@@ -86,11 +86,33 @@ final class SharedObject: @unchecked Sendable {
     private static func map(fd: Int32, name: String, size: Int) throws(ShmCoreError) -> SharedObject {
         var st = stat()
         fstat(fd, &st)
-        guard let base = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), base != MAP_FAILED else {
+        // Map at a 2 MiB boundary in every process, so that offsets aligned within the object
+        // (blocks up to 1 MiB alignment) are aligned addresses everywhere: reserve more address
+        // space, map the object over its aligned part, give back the slack.
+        let alignment = 2 << 20
+        guard let reserved = mmap(nil, size + alignment, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
+            reserved != MAP_FAILED
+        else {
             throw ShmCoreError(
-                .systemCall, "cannot map '\(name)' (\(size) bytes); check the address-space limit (ulimit -v)",
+                .systemCall, "cannot reserve address space for '\(name)' (\(size) bytes); check the address-space limit (ulimit -v)",
                 objectName: name, errno: errno)
         }
+        let start = (Int(bitPattern: reserved) + alignment - 1) & ~(alignment - 1)
+        let head = start - Int(bitPattern: reserved)
+        guard let base = mmap(UnsafeMutableRawPointer(bitPattern: start), size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0),
+            base != MAP_FAILED
+        else {
+            let err = errno
+            munmap(reserved, size + alignment)
+            throw ShmCoreError(
+                .systemCall, "cannot map '\(name)' (\(size) bytes); check the address-space limit (ulimit -v)",
+                objectName: name, errno: err)
+        }
+        if head > 0 { munmap(reserved, head) }
+        let tail = alignment - head
+        let mappedEnd = (start + size + 4095) & ~4095
+        let reservedEnd = Int(bitPattern: reserved) + size + alignment
+        if tail > 0 && reservedEnd > mappedEnd { munmap(UnsafeMutableRawPointer(bitPattern: mappedEnd), reservedEnd - mappedEnd) }
         return SharedObject(name: name, base: base, size: size, device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
     }
 

@@ -9,7 +9,7 @@ public struct ShmCoreError: Error, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Wrapped: Hashable, Sendable {
             case invalidArgument, systemCall, noSpace, foreignLayout, unsupportedVersion, corrupt
-            case notReady, tableFull, badAlloc, interrupted, invalidBlock, unknownSegment, detached
+            case notReady, tableFull, badAlloc, interrupted, invalidBlock, unknownSegment, detached, noSession
         }
         private let wrapped: Wrapped
         private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
@@ -38,6 +38,8 @@ public struct ShmCoreError: Error, Sendable, CustomStringConvertible {
         public static var invalidBlock: Self { Self(.invalidBlock) }
         /// A segment id that is not registered in the session.
         public static var unknownSegment: Self { Self(.unknownSegment) }
+        /// The session has no management segment in the shm directory.
+        public static var noSession: Self { Self(.noSession) }
         /// The session memory was already detached.
         public static var detached: Self { Self(.detached) }
 

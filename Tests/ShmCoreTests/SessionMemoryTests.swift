@@ -219,6 +219,68 @@ struct SessionMemoryTests {
     }
 }
 
+extension SessionMemoryTests {
+    @Test("a keep-alive pre-creates segments and checks them from outside without attaching")
+    func preCreateAndInspect() throws {
+        let dir = try TmpfsDirectory()
+        defer { #expect(dir.remove().isEmpty) }
+        let config = testConfiguration("inspect", directory: dir, segmentSize: 4 << 20)
+        let missing = #expect(throws: ShmCoreError.self) { try SessionMemory.inspect(session: config.session, directory: dir.filePath) }
+        #expect(missing?.code == .noSession)
+        let keeper = try SessionMemory(config, logger: testLogger)
+        try keeper.createSegment(1, size: 2 << 20)
+        let status = try SessionMemory.inspect(session: config.session, directory: dir.filePath)
+        #expect(status.isHealthy)
+        #expect(status.segments.map(\.id) == [0, 1])
+        #expect(status.segments.map(\.size) == [4 << 20, 2 << 20])
+        #expect(status.segments.allSatisfy { $0.formatted && $0.freeBytes != nil })
+        #expect(status.record.processes.map(\.pid) == [getpid()])
+        // A device allocating from segment 1 finds it; blocks of segment 1 are valid in the keeper.
+        var device = config
+        device.segmentID = 1
+        let user = try SessionMemory(device, logger: testLogger)
+        let block = try user.allocate(size: 1000)
+        #expect(block.segmentID == 1)
+        #expect(try keeper.validatedBlock(segmentID: 1, offset: block.offset, size: 1000) == block)
+        keeper.release(block)
+        user.detach()
+        // The session outlives the device while the keeper holds it, and goes with the keeper.
+        #expect(dir.entries().count == 3)
+        keeper.detach()
+        #expect(dir.entries().isEmpty)
+    }
+
+    @Test("zero and mlock on creation and on attach; heartbeats advance")
+    func zeroMlockHeartbeat() throws {
+        let dir = try TmpfsDirectory()
+        defer { #expect(dir.remove().isEmpty) }
+        var config = testConfiguration("zero", directory: dir, segmentSize: 1 << 20, arenas: 1)
+        config.zeroSegmentOnCreation = true
+        config.mlockSegmentOnCreation = true
+        config.localCacheBytes = 0
+        let first = try SessionMemory(config, logger: testLogger)
+        let block = try first.allocate(size: 4000)
+        memset(first.address(of: block), 0xee, 4000)
+        first.release(block)
+        let id = ShmID(session: config.session)
+        let before = try readRecord(dir: dir, id: id)
+        usleep(350_000)
+        let after = try readRecord(dir: dir, id: id)
+        #expect(after.heartbeat > before.heartbeat)
+        #expect((after.processes.first?.lastHeartbeatNanos ?? 0) > (before.processes.first?.lastHeartbeatNanos ?? 0))
+        config.zeroSegmentOnAttach = true
+        config.mlockSegmentOnAttach = true
+        let second = try SessionMemory(config, logger: testLogger)
+        let again = try second.allocate(size: 4000)
+        #expect(again.offset == block.offset)
+        let bytes = UnsafeRawBufferPointer(start: second.address(of: again), count: 4000)
+        #expect(bytes.allSatisfy { $0 == 0 }, "free memory was zeroed on attach")
+        second.release(again)
+        second.detach()
+        first.detach()
+    }
+}
+
 func readRecord(dir: TmpfsDirectory, id: ShmID) throws -> ManagementRecord {
     let data = try Data(contentsOf: URL(fileURLWithPath: "\(dir.path)/fmq_\(id)_mng"))
     return try data.withUnsafeBytes { raw throws(ManagementRecord.DecodeFailure) in try ManagementRecord(bytes: raw) }
