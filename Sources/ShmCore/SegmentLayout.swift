@@ -39,8 +39,9 @@
 /// free:  16 next free chunk (offset, 0 = none)   24 previous free chunk
 /// used:  payload at alignUp(chunk + 32, alignment); the 16-byte block header right before it:
 ///        0 magic UInt32 "SHMB"  4 refCount UInt32 (atomic)  8 chunkDelta UInt32 (payload - chunk)
-///        12 arena UInt16        14 cacheOwner UInt16 (process slot + 1 while in that process's
-///        local cache with refCount 0; 0 otherwise; lets the pruner of a dead process free its cache)
+///        12 arena UInt16        14 cacheOwner UInt16: (slot + 1) | 0x8000 while live and allocated by
+///        the process in that slot; slot + 1 while in that process's local cache with refCount 0
+///        (lets the pruner of a dead process free its cache); 0 otherwise
 /// ```
 ///
 /// The chunk sizes alone make the heap walkable from `start` to `end`; every operation changes

@@ -41,6 +41,8 @@ public final class SessionMemory: @unchecked Sendable {
     private let cache: LocalCache
     /// This process's mark on blocks in its local cache (process slot + 1).
     private let cacheOwner: UInt16
+    /// This process's mark on blocks it allocated and that are live (slot + 1, high bit set).
+    private let allocatedMark: UInt16
 
     private struct State: ~Copyable {
         var detached = false
@@ -134,6 +136,7 @@ public final class SessionMemory: @unchecked Sendable {
         self.createdSession = mng.created
         self.preferredArena = slot
         self.cacheOwner = UInt16(slot + 1)
+        self.allocatedMark = UInt16(slot + 1) | 0x8000
         self.state = Mutex(State(management: mng))
         do {
             _ = try segment(configuration.segmentID, create: true)
@@ -303,7 +306,7 @@ public final class SessionMemory: @unchecked Sendable {
         if align == 16, let chunk = cache.pop(heap, need: SegmentHeap.chunkSize(size: size, alignment: 16)) {
             let h = chunk + 32 - SegmentLayout.Block.headerSize
             heap.atomic32(h + SegmentLayout.Block.refCount).store(1, ordering: .relaxed)
-            heap.base.storeBytes(of: UInt16(0), toByteOffset: h + SegmentLayout.Block.cacheOwner, as: UInt16.self)
+            heap.base.storeBytes(of: allocatedMark, toByteOffset: h + SegmentLayout.Block.cacheOwner, as: UInt16.self)
             return ShmBlock(segmentID: ownSegmentID, offset: UInt64(chunk + 32), size: UInt64(size))
         }
         if let payload = tryAllocate(heap, size: size, alignment: align) {
@@ -312,16 +315,25 @@ public final class SessionMemory: @unchecked Sendable {
         return try allocateSlowly(heap, size: size, alignment: align)
     }
 
+    /// Marks a block as allocated by this process: only such blocks go to its local cache when
+    /// it releases them, so blocks handed to other processes return to the shared heap.
+    @inline(__always) private func marked(_ heap: SegmentHeap, _ payload: Int) -> Int {
+        heap.base.storeBytes(
+            of: allocatedMark, toByteOffset: payload - SegmentLayout.Block.headerSize + SegmentLayout.Block.cacheOwner,
+            as: UInt16.self)
+        return payload
+    }
+
     @inline(__always) private func tryAllocate(_ heap: SegmentHeap, size: Int, alignment: Int) -> Int? {
         let n = heap.arenaCount
-        if n == 1 { return heap.allocate(arena: 0, size: size, alignment: alignment) }
+        if n == 1 { return heap.allocate(arena: 0, size: size, alignment: alignment).map { marked(heap, $0) } }
         let need = SegmentHeap.chunkSize(size: size, alignment: alignment)
         let smallArena = heap.arenaRange(1)
         let small = need <= (smallArena.end - smallArena.start) / 8
         let own = preferredArena % (n - 1)
         for k in 0..<n {
             let arena = small ? (k < n - 1 ? 1 + (own + k) % (n - 1) : 0) : k
-            if let p = heap.allocate(arena: arena, size: size, alignment: alignment) { return p }
+            if let p = heap.allocate(arena: arena, size: size, alignment: alignment) { return marked(heap, p) }
         }
         return nil
     }
@@ -415,7 +427,10 @@ public final class SessionMemory: @unchecked Sendable {
             let heap = SegmentHeap(base: b)
             let payload = Int(block.offset)
             let h = payload - SegmentLayout.Block.headerSize
-            if block.segmentID == ownSegmentID && heap.u32(h + SegmentLayout.Block.chunkDelta) == 32 {
+            if block.segmentID == ownSegmentID
+                && heap.base.load(fromByteOffset: h + SegmentLayout.Block.cacheOwner, as: UInt16.self) == allocatedMark
+                && heap.u32(h + SegmentLayout.Block.chunkDelta) == 32
+            {
                 heap.base.storeBytes(of: cacheOwner, toByteOffset: h + SegmentLayout.Block.cacheOwner, as: UInt16.self)
                 if cache.push(heap, chunk: payload - 32) { return }
                 heap.base.storeBytes(of: UInt16(0), toByteOffset: h + SegmentLayout.Block.cacheOwner, as: UInt16.self)

@@ -250,6 +250,33 @@ extension SessionMemoryTests {
         #expect(dir.entries().isEmpty)
     }
 
+    @Test("a block released by another attachment goes back to the shared heap, not to the releaser's cache")
+    func handedOverBlocksAreNotCached() throws {
+        let dir = try TmpfsDirectory()
+        defer { #expect(dir.remove().isEmpty) }
+        let config = testConfiguration("cache", directory: dir, segmentSize: 4 << 20)
+        let sender = try SessionMemory(config, logger: testLogger)
+        let receiver = try SessionMemory(config, logger: testLogger)
+        let empty = sender.freeMemory(segmentID: 0)
+        #expect(receiver.freeMemory(segmentID: 0) == empty)
+        let blocks = try (0..<50).map { _ in try sender.allocate(size: 64) }
+        for b in blocks {
+            let named = try receiver.validatedBlock(segmentID: b.segmentID, offset: b.offset, size: b.size)
+            receiver.release(named)
+        }
+        #expect(sender.freeMemory(segmentID: 0) == empty)
+        #expect(receiver.freeMemory(segmentID: 0) == empty)
+        // Blocks a process allocates and frees itself are cached: counted free by it, used by others.
+        let local = try sender.allocate(size: 64)
+        sender.release(local)
+        #expect(sender.freeMemory(segmentID: 0) == empty)
+        #expect(receiver.freeMemory(segmentID: 0) < empty)
+        #expect(throws: ShmCoreError.self) { try receiver.validatedBlock(segmentID: 0, offset: local.offset, size: 64) }
+        sender.detach()
+        #expect(receiver.freeMemory(segmentID: 0) == empty)
+        receiver.detach()
+    }
+
     @Test("zero and mlock on creation and on attach; heartbeats advance")
     func zeroMlockHeartbeat() throws {
         let dir = try TmpfsDirectory()
