@@ -83,4 +83,30 @@ struct EnvironmentTests {
         memory.detach()
         #expect(dir.entries().isEmpty)
     }
+
+    @Test("noCleanup keeps the memory after the last process leaves; shmmonitor -c removes it")
+    func noCleanup() throws {
+        let dir = try TmpfsDirectory()
+        defer { #expect(dir.remove().isEmpty) }
+        var config = testConfiguration("keep", directory: dir, segmentSize: 4 << 20)
+        config.noCleanup = true
+        let id = ShmID(session: config.session)
+        let memory = try SessionMemory(config, logger: testLogger)
+        let block = try memory.allocate(size: 100)
+        memory.release(block)
+        memory.detach()
+        #expect(dir.entries() == ["fmq_\(id)_m_0", "fmq_\(id)_mng"])
+        let record = try readRecord(dir: dir, id: id)
+        #expect(record.processes.isEmpty)
+        #expect(record.flags & ManagementLayout.Flags.noCleanup != 0)
+        // A later device reuses the kept memory; the creator's flag keeps it again.
+        config.noCleanup = false
+        let again = try SessionMemory(config, logger: testLogger)
+        #expect(!again.createdSession)
+        again.detach()
+        #expect(dir.entries().count == 2)
+        let cleaned = try runTool("shmmonitor", ["-c", "-s", config.session.rawValue, "--shm-dir", dir.path])
+        #expect(cleaned.status == 0, "\(cleaned.stderr)")
+        #expect(dir.entries().isEmpty)
+    }
 }
