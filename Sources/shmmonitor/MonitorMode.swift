@@ -46,20 +46,6 @@ struct MonitorMode {
             try detach()
             return
         }
-        let flag = MonitorFlag(id, directory: directory)
-        switch try flag.acquire() {
-        case .live(let pid)?:
-            logger.error(
-                "another monitor (pid \(pid)) is running for this shm id; stop it, or run 'shmmonitor --cleanup --shmid \(id)'")
-            return  // FairMQ's DaemonPresent: exit 0
-        case .foreign?, .stale?:
-            logger.error(
-                "a monitor flag of another program exists for this shm id; run 'shmmonitor --cleanup --shmid \(id)' if no monitor runs")
-            return
-        case nil:
-            break
-        }
-        defer { flag.release() }
         let service = MonitorService(id: id, directory: directory, options: options, logger: logger)
         let group = ServiceGroup(
             configuration: .init(
@@ -122,6 +108,22 @@ struct MonitorService: Service {
     private var checkInterval: Duration { .milliseconds(max(50, min(200, options.timeout / 4))) }
 
     func run() async throws {
+        // Taken here, not before the group starts: by now the group traps SIGTERM/SIGINT/SIGHUP,
+        // so whoever sees the flag may signal us and gets a graceful stop, never a default death.
+        let flag = MonitorFlag(id, directory: directory)
+        switch try flag.acquire() {
+        case .live(let pid)?:
+            logger.error(
+                "another monitor (pid \(pid)) is running for this shm id; stop it, or run 'shmmonitor --cleanup --shmid \(id)'")
+            return  // FairMQ's DaemonPresent: exit 0
+        case .foreign?, .stale?:
+            logger.error(
+                "a monitor flag of another program exists for this shm id; run 'shmmonitor --cleanup --shmid \(id)' if no monitor runs")
+            return
+        case nil:
+            break
+        }
+        defer { flag.release() }
         let scanner = SessionScanner(directory: directory, logger: logger)
         let cleaner = SessionCleaner(directory: directory, logger: logger)
         var watch = SessionWatch(
