@@ -217,6 +217,11 @@ public final class Socket: @unchecked Sendable {
     /// Receives one message into `message`, replacing (and freeing) what it held. A multipart
     /// message is an error here (its parts are freed); receive it with ``receive(_:timeout:)-(inout [Message],_)``.
     public func receive(_ message: Message, timeout: Int = -1) -> TransferResult {
+        guard message.factory === factory else {
+            return .error(TransportError(
+                .invalidArgument,
+                "cannot receive into a message of another factory; make it with this socket's factory (factory.makeMessage())"))
+        }
         var parts: [Message] = [message]
         let result = receive(into: &parts, single: true, timeout: timeout)
         return result

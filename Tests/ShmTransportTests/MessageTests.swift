@@ -207,6 +207,12 @@ import Testing
                 return
             }
             #expect(error.code == .wrongPartCount)
+            let foreign = try TransportFactory(kind, configuration: fixture.configuration(), logger: testLogger)
+            guard case .error(let other) = link.b.receive(foreign.makeMessage(), timeout: 0) else {
+                Issue.record("received into a message of another factory")
+                return
+            }
+            #expect(other.code == .invalidArgument)
             // The socket still works afterwards.
             #expect(link.a.send(try textMessage(link.factory, "c")) == .transferred(1))
             #expect(link.b.receive(single, timeout: 5000) == .transferred(1) && single.text == "c")

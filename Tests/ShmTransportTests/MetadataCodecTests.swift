@@ -155,7 +155,10 @@ func makeFuzzFrame(
     if mode == 0 {
         return (0..<Int.random(in: 0...200, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
     }
-    let parts = valid.map { Array($0.shuffled(using: &rng).prefix(Int.random(in: 1...$0.count, using: &rng))) } ?? randomParts()
+    var parts = valid.map { Array($0.shuffled(using: &rng).prefix(Int.random(in: 1...$0.count, using: &rng))) } ?? randomParts()
+    if Int.random(in: 0..<8, using: &rng) == 0 {  // one block named twice: a receiver must not take it twice
+        parts.insert(parts.randomElement(using: &rng)!, at: Int.random(in: 0...parts.count, using: &rng))
+    }
     var frame = MetadataCodec.encode(
         shmID: shmID, parts: parts, minimumSize: Bool.random(using: &rng) ? 0 : Int.random(in: 0...256, using: &rng))
     if mode == 1 { return frame }

@@ -58,6 +58,12 @@ final class TransportFixture: @unchecked Sendable {
         }
     }
 
+    /// Removes whatever a test that stopped early left (idempotent with ``finish()``).
+    deinit {
+        shmDirectory.remove()
+        try? FileManager.default.removeItem(atPath: ipcDirectory)
+    }
+
     /// The shm objects left behind (call once every factory of the test is gone); removes both directories.
     func finish() -> [String] {
         let left = shmDirectory.entries()
