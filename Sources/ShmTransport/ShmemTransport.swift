@@ -87,17 +87,19 @@ extension Socket {
             }
             total += part.size
         }
-        let frame = UnsafeMutablePointer<zmq_msg_t>.allocate(capacity: 1)
-        defer { frame.deallocate() }
+        // The frame lives on the stack; libzmq stores small frames inline, so a send allocates nothing.
+        var frame = zmq_msg_t()
         let size = MetadataCodec.encodedSize(partCount: parts.count, minimumSize: factory.configuration.metadataMessageSize)
-        guard zmq_msg_init_size(frame, size) == 0 else { return .error(zmqError("allocating a metadata frame")) }
+        guard zmq_msg_init_size(&frame, size) == 0 else { return .error(zmqError("allocating a metadata frame")) }
         let descriptors = parts.lazy.map { part -> BlockDescriptor in
             guard case .shm(let block) = part.storage else { return .empty }
             return BlockDescriptor(segmentID: block.segmentID, offset: block.offset, size: UInt64(part.size))
         }
         MetadataCodec.encode(
-            shmID: shm.shmNumber, parts: descriptors, into: UnsafeMutableRawBufferPointer(start: zmq_msg_data(frame), count: size))
-        let result = sendFrames(frame, count: 1, socket: socket, deadline: Deadline(timeoutMilliseconds: timeout))
+            shmID: shm.shmNumber, parts: descriptors, into: UnsafeMutableRawBufferPointer(start: zmq_msg_data(&frame), count: size))
+        let result = withUnsafeMutablePointer(to: &frame) { pointer in
+            sendFrames(pointer, count: 1, socket: socket, deadline: Deadline(timeoutMilliseconds: timeout))
+        }
         guard case .transferred = result else { return result }
         for part in parts { part.markSent() }
         return .transferred(total)
