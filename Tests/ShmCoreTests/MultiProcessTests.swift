@@ -259,4 +259,24 @@ struct MultiProcessTests {
         try FileManager.default.removeItem(atPath: control)
         #expect(dir.entries().isEmpty)
     }
+
+    @Test("processes that create, attach and leave a session at the same moments never fail and leave nothing")
+    func attachDetachChurn() throws {
+        let dir = try TmpfsDirectory()
+        defer { #expect(dir.remove().isEmpty) }
+        let session = ShmFixtureDirectory.uniqueSession("churn").rawValue
+        for _ in 0..<3 {
+            let children = try (0..<12).map { i in
+                try WorkerProcess(
+                    index: i,
+                    arguments: ["attach", "-s", session, "--shm-dir", dir.path, "--segment-size", "\(4 << 20)"])
+            }
+            for child in children {
+                let result = child.wait()
+                #expect(result.status == 0, "\(result.stderr)")
+                #expect(result.stdout.hasPrefix("attached "), "\(result.stdout)")
+            }
+            #expect(dir.entries().isEmpty)
+        }
+    }
 }
