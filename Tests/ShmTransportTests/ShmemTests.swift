@@ -1,6 +1,7 @@
 import Foundation
 import ShmCleanup
 import ShmCore
+import ShmTestSupport
 import ShmTransport
 import Testing
 
@@ -243,6 +244,41 @@ import Testing
                 #expect(message.referenceCount == 2 && parts[1].referenceCount == 2)
             }
             #expect(memory.freeMemory(segmentID: 0) == memory.heapSize(segmentID: 0))
+        }
+        #expect(fixture.finish() == [])
+    }
+
+    /// FairMQ's ZeroingAndMlock tests: with zero + mlock on creation, a new message reads back as
+    /// zeros; with zero + mlock on every attach, it does even where an earlier process's message
+    /// wrote before it was freed.
+    @Test(arguments: [true, false])
+    func zeroingAndMlock(_ onCreation: Bool) throws {
+        let fixture = try TransportFixture(.shmem, "zero")
+        do {
+            let first = try fixture.makeFactory(segmentSize: 4 << 20)
+            if onCreation {
+                _ = first  // the session exists already: use a fresh one below
+            } else {
+                var dirty: [Message] = []  // dirty the whole segment, then free it
+                while let message = try? first.makeMessage(size: 16_384) {
+                    message.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 0xAB) }
+                    dirty.append(message)
+                }
+                #expect(dirty.count > 100)
+                dirty.removeAll()
+            }
+            var configuration = fixture.configuration(segmentSize: 4 << 20)
+            if onCreation {
+                configuration.session = ShmFixtureDirectory.uniqueSession("t-zero-new")
+                configuration.zeroSegmentOnCreation = true
+                configuration.mlockSegmentOnCreation = true
+            } else {
+                configuration.zeroSegmentOnAttach = true
+                configuration.mlockSegmentOnAttach = true
+            }
+            let factory = try TransportFactory(.shmem, configuration: configuration, logger: testLogger)
+            let message = try factory.makeMessage(size: 10_000)
+            #expect(message.withUnsafeBytes { $0.allSatisfy { $0 == 0 } })
         }
         #expect(fixture.finish() == [])
     }
