@@ -20,6 +20,7 @@ let package = Package(
     products: [
         .library(name: "ShmCleanup", targets: ["ShmCleanup"]),
         .library(name: "ShmCore", targets: ["ShmCore"]),
+        .library(name: "ShmTransport", targets: ["ShmTransport"]),
         .executable(name: "shmmonitor", targets: ["shmmonitor"]),
         .executable(name: "shm-keepalive", targets: ["shm-keepalive"]),
     ],
