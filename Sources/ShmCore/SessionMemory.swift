@@ -180,7 +180,15 @@ public final class SessionMemory: @unchecked Sendable {
             }
             let object = try mng.withLock { () throws(ShmCoreError) -> SharedObject in
                 if let info = mng.segment(id: segmentID) {
-                    guard let object = try SharedObject.open(name, in: dir, minimumSize: SegmentLayout.minimumSegmentSize) else {
+                    var opened = try SharedObject.open(name, in: dir, minimumSize: SegmentLayout.minimumSegmentSize)
+                    if opened == nil && mng.attachedCount == 1 {
+                        // Registered but gone: a last process killed while removing the session.
+                        // Nobody else is attached (we pruned under this lock), so nobody maps the
+                        // old memory: create it again at the registered size; it is formatted below.
+                        logger.warning("recreating a segment a dying process removed", metadata: ["shm.object": "\(name)"])
+                        opened = try SharedObject.create(name, size: info.size, in: dir)
+                    }
+                    guard let object = opened else {
                         throw ShmCoreError(
                             .unknownSegment,
                             "segment \(segmentID) is registered in session '\(config.session)' but '\(name)' is missing from \(dir.path); the session was damaged, clean it (shmmonitor -c -s \(config.session))",

@@ -109,4 +109,26 @@ struct EnvironmentTests {
         #expect(cleaned.status == 0, "\(cleaned.stderr)")
         #expect(dir.entries().isEmpty)
     }
+
+    @Test("a registered segment removed by a process killed while cleaning up is recreated by the next device")
+    func segmentRemovedByDyingLastProcess() throws {
+        let dir = try TmpfsDirectory()
+        defer { #expect(dir.remove().isEmpty) }
+        var config = testConfiguration("dying", directory: dir, segmentSize: 4 << 20)
+        config.noCleanup = true
+        let id = ShmID(session: config.session)
+        let first = try SessionMemory(config, logger: testLogger)
+        first.detach()
+        // What a last process killed between unlinking the segment and the management segment leaves.
+        #expect(unlink("\(dir.path)/fmq_\(id)_m_0") == 0)
+        config.noCleanup = false
+        let next = try SessionMemory(config, logger: testLogger)
+        let block = try next.allocate(size: 1000)
+        next.release(block)
+        #expect(next.verifySegment(0) == nil)
+        #expect(next.segmentSize(segmentID: 0) == 4 << 20)
+        next.detach()
+        let cleaned = try runTool("shmmonitor", ["-c", "-s", config.session.rawValue, "--shm-dir", dir.path])
+        #expect(cleaned.status == 0, "\(cleaned.stderr)")
+    }
 }
