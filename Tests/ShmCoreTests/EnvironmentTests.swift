@@ -62,8 +62,12 @@ struct EnvironmentTests {
         let config = testConfiguration("view", directory: dir, segmentSize: 8 << 20)
         let memory = try SessionMemory(config, logger: testLogger)
         let blocks = try (0..<10).map { _ in try memory.allocate(size: 100_000) }
-        usleep(400_000)  // the heartbeat publishes free memory every 100 ms
         let free = memory.freeMemory(segmentID: 0)
+        // The heartbeat publishes free memory every 100 ms.
+        let published = waitUntil(seconds: 5) {
+            (try? readRecord(dir: dir, id: ShmID(session: config.session)))?.segments.first?.freeBytes == UInt64(free)
+        }
+        #expect(published)
         let used = (8 << 20) - free
         let view = try runTool("shmmonitor", ["--view", "-s", config.session.rawValue, "--shm-dir", dir.path])
         #expect(view.status == 0, "\(view.stderr)")

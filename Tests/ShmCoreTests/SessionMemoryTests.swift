@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import ShmTestSupport
 import ShmCleanup
 import Testing
 
@@ -291,8 +292,11 @@ extension SessionMemoryTests {
         first.release(block)
         let id = ShmID(session: config.session)
         let before = try readRecord(dir: dir, id: id)
-        usleep(350_000)
-        let after = try readRecord(dir: dir, id: id)
+        var after = before
+        _ = waitUntil(seconds: 5) {
+            after = (try? readRecord(dir: dir, id: id)) ?? before
+            return after.heartbeat > before.heartbeat + 1
+        }
         #expect(after.heartbeat > before.heartbeat)
         #expect((after.processes.first?.lastHeartbeatNanos ?? 0) > (before.processes.first?.lastHeartbeatNanos ?? 0))
         config.zeroSegmentOnAttach = true
