@@ -50,6 +50,7 @@ struct Attach: ParsableCommand {
     @Option(name: .shortAndLong, help: "Session id.") var session: String
     @Option(help: "Shared memory directory (default: $SHMTRANSPORT_SHM_DIR or /dev/shm).") var shmDir: String?
     @Option(help: "Segment size in bytes.") var segmentSize: Int = 16 << 20
+    @Option(help: "Stay attached this long before detaching.") var holdMilliseconds: Int = 0
 
     func run() throws {
         var config = SessionConfiguration(session: try SessionID(session), segmentSize: segmentSize)
@@ -59,6 +60,8 @@ struct Attach: ParsableCommand {
             let block = try memory.allocate(size: 4096)
             memory.release(block)
             print("attached \(memory.id) free \(memory.freeMemory(segmentID: config.segmentID))")
+            fflush(nil)
+            if holdMilliseconds > 0 { usleep(UInt32(holdMilliseconds) * 1000) }
             memory.detach()
         } catch {
             fputs("shmcore-worker: \(error)\n", stderr)

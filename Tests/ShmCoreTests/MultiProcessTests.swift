@@ -284,4 +284,41 @@ struct MultiProcessTests {
             #expect(dir.entries().isEmpty)
         }
     }
+
+    @Test("the table records each process's Slurm job and step; a SIGKILLed creator is pruned and the session still ends cleanly")
+    func slurmIdentityAndDeadCreator() throws {
+        let dir = try TmpfsDirectory()
+        defer { #expect(dir.remove().isEmpty) }
+        let config = testConfiguration("slurm", directory: dir, segmentSize: 4 << 20)
+        let id = ShmID(session: config.session)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: workerPath)
+        process.arguments = [
+            "attach", "-s", config.session.rawValue, "--shm-dir", dir.path, "--segment-size", "\(4 << 20)",
+            "--hold-milliseconds", "60000",
+        ]
+        var environment = ProcessInfo.processInfo.environment
+        environment["SLURM_JOB_ID"] = "4242"
+        environment["SLURM_STEP_ID"] = "7"
+        process.environment = environment
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        var record: ManagementRecord?
+        let registered = waitUntil(seconds: 10) {
+            record = try? readRecord(dir: dir, id: id)
+            return record?.processes.contains { $0.pid == process.processIdentifier } == true
+        }
+        #expect(registered)
+        #expect(record?.creatorSlurmJobID == 4242)
+        #expect(record?.creatorSlurmStepID == 7)
+        #expect(record?.processes.first?.slurmJobID == 4242)
+        #expect(record?.processes.first?.slurmStepID == 7)
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        let memory = try SessionMemory(config, logger: testLogger)
+        #expect(!memory.createdSession)
+        #expect(memory.attachedProcesses() == [getpid()])
+        memory.detach()
+        #expect(dir.entries().isEmpty)
+    }
 }
