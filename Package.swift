@@ -116,7 +116,7 @@ let package = Package(
         .executableTarget(
             name: "transport-peer",
             dependencies: [
-                "ShmTransport", "ShmCore", "ShmCleanup",
+                "ShmTransport", "ShmCore", "ShmCleanup", "ShmTestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),

@@ -1,4 +1,5 @@
 import Foundation
+import ShmTestSupport
 import ShmTransport
 import Testing
 

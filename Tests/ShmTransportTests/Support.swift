@@ -78,24 +78,6 @@ final class TransportFixture: @unchecked Sendable {
     }
 }
 
-/// Fills a buffer with the test pattern of (message, part); the same rule as `transport-peer`.
-func fillPattern(_ buffer: UnsafeMutableRawBufferPointer, message: Int, part: Int) {
-    let seed = UInt64(message) &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(part) &* 0x1000_0001
-    let words = buffer.count / 8
-    for k in 0..<words { buffer.storeBytes(of: seed &+ UInt64(k), toByteOffset: k * 8, as: UInt64.self) }
-    for k in (words * 8)..<buffer.count { buffer[k] = UInt8(truncatingIfNeeded: seed &+ UInt64(k)) }
-}
-
-/// Whether a buffer holds the test pattern of (message, part).
-func checkPattern(_ buffer: UnsafeRawBufferPointer, message: Int, part: Int) -> Bool {
-    let seed = UInt64(message) &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(part) &* 0x1000_0001
-    let words = buffer.count / 8
-    for k in 0..<words where buffer.loadUnaligned(fromByteOffset: k * 8, as: UInt64.self) != seed &+ UInt64(k) {
-        return false
-    }
-    for k in (words * 8)..<buffer.count where buffer[k] != UInt8(truncatingIfNeeded: seed &+ UInt64(k)) { return false }
-    return true
-}
 
 /// A message of `size` bytes holding the pattern of (index, part).
 func patterned(_ factory: TransportFactory, size: Int, index: Int, part: Int = 0, alignment: Int = 0) throws -> Message {
