@@ -285,15 +285,7 @@ struct SegmentHeap: @unchecked Sendable {
         let (start, end) = arenaRange(arena)
         var size = Int(truncatingIfNeeded: u64(c) & ~C.usedBit)
         setU64(c + C.sizeWord, UInt64(size))  // now free, still walkable
-        let n = c + size
-        if n < end {
-            let ns = u64(n)
-            if ns & C.usedBit == 0 {
-                removeFree(arena: arena, chunk: n, size: Int(ns))
-                size += Int(ns)
-                setU64(c + C.sizeWord, UInt64(size))
-            }
-        }
+        absorbNextIfFree(arena: arena, chunk: c, size: &size, end: end)
         if c > start {
             let p = c - Int(truncatingIfNeeded: u64(c + C.prevSize))
             let ps = u64(p)
@@ -306,6 +298,19 @@ struct SegmentHeap: @unchecked Sendable {
         }
         if c + size < end { setU64(c + size + C.prevSize, UInt64(size)) }
         insertFree(arena: arena, chunk: c, size: size)
+    }
+
+    /// Merges the chunk after the free chunk `chunk` (of `size` bytes) into it when that one is
+    /// free too: it leaves its free list first, then one store of the grown size word, so the
+    /// heap stays walkable at every step (see docs/shmcore.md). Caller holds the arena lock.
+    private func absorbNextIfFree(arena: Int, chunk: Int, size: inout Int, end: Int) {
+        let next = chunk + size
+        guard next < end else { return }
+        let nextSize = u64(next)
+        guard nextSize & C.usedBit == 0 else { return }
+        removeFree(arena: arena, chunk: next, size: Int(nextSize))
+        size += Int(nextSize)
+        setU64(chunk + C.sizeWord, UInt64(size))
     }
 
     /// Shrinks a used block in place so that its payload holds `newSize` bytes; the tail goes
@@ -325,15 +330,7 @@ struct SegmentHeap: @unchecked Sendable {
         setU64(r + C.sizeWord, UInt64(rs))
         setU64(r + C.prevSize, UInt64(used))
         setU64(c + C.sizeWord, UInt64(used) | C.usedBit)
-        let n = r + rs
-        if n < end {
-            let ns = u64(n)
-            if ns & C.usedBit == 0 {
-                removeFree(arena: arena, chunk: n, size: Int(ns))
-                rs += Int(ns)
-                setU64(r + C.sizeWord, UInt64(rs))
-            }
-        }
+        absorbNextIfFree(arena: arena, chunk: r, size: &rs, end: end)
         if r + rs < end { setU64(r + rs + C.prevSize, UInt64(rs)) }
         insertFree(arena: arena, chunk: r, size: rs)
     }
