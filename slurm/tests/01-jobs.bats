@@ -3,6 +3,9 @@
 # squeue, none of its objects may be left and no object of anyone else may be gone.
 # Run by scripts/test-slurm, which starts the cluster with the plugin loaded.
 
+# Each @test runs in its own subshell: JOBS and job are per test on purpose.
+# shellcheck disable=SC2030,SC2031
+
 load lib/helpers
 
 setup() {
@@ -24,6 +27,7 @@ hold_job() {
 }
 
 @test "each step gets its own SHMTRANSPORT_SESSION from the plugin" {
+    # shellcheck disable=SC2016 # expanded inside the job, not here
     job=$(t::submit "$SHMT_USER1" --wrap 'echo "batch=$SHMTRANSPORT_SESSION"; srun --overlap -n1 printenv SHMTRANSPORT_SESSION; srun --overlap -n1 printenv SHMTRANSPORT_SESSION; SHMTRANSPORT_SESSION=mine-'"$SHMT_RUN"' srun --overlap -n1 printenv SHMTRANSPORT_SESSION')
     JOBS+=("$job")
     t::wait_gone "$job"
