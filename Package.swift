@@ -92,7 +92,7 @@ let package = Package(
         .executableTarget(
             name: "shm-keepalive",
             dependencies: [
-                "ShmCleanup",
+                "ShmCleanup", "ShmCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

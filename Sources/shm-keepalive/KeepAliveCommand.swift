@@ -66,7 +66,7 @@ struct KeepAliveCommand: ParsableCommand {
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         let held = try SessionHolder(
-            id: id, session: sessionID, directory: directory, segments: specs, logger: logger)
+            session: sessionID, directory: directory, segments: specs, noCleanup: noCleanup, logger: logger)
         print("ready \(id) \(sessionID)")
         fflush(nil)
 
@@ -77,7 +77,8 @@ struct KeepAliveCommand: ParsableCommand {
             var received: Int32 = 0
             sigwait(&signals, &received)
         }
-        held.unmap()
+        held.release()
+        // The keep-alive owns the memory's lifetime: devices still attached do not keep it.
         if !noCleanup {
             let report = try SessionCleaner(directory: directory, logger: logger).clean([id], options: .init(force: true))
             for s in report.sessions where s.status != .removed && s.status != .nothingFound {
