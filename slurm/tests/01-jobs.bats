@@ -169,7 +169,6 @@ hold_job() {
 }
 
 @test "a step run through shm-launch uses the plugin's step session; scancel --signal=KILL leaves nothing" {
-    [ -x "$SHMT_BIN/shm-launch" ] || skip "scripts/shm-launch is not in this checkout"
     job=$(t::submit "$SHMT_USER1" "$SHMT_JOBS/launch.sh")
     JOBS+=("$job")
     t::wait_for "$job" '^READY$'
@@ -177,6 +176,20 @@ hold_job() {
     [ -n "$(t::snapshot "$job")" ]
     scancel --signal=KILL "$job"
     t::wait_gone "$job"
+    t::assert_job_clean "$job"
+    t::assert_sentinels
+}
+
+@test "an sbatch script that sources shm-job.sh: each step has its own session, gone when the step ends" {
+    job=$(t::submit "$SHMT_USER1" "$SHMT_JOBS/shmjob.sh")
+    JOBS+=("$job")
+    t::wait_for "$job" '^DONE$' 60
+    t::output "$job" | grep -q -x 'after step 1: clean'
+    t::output "$job" | grep -q -x 'after step 2: clean'
+    # two sessions of shm-job.sh's own naming, not the plugin's step sessions
+    [ "$(t::sessions "$job" | grep -c -E "^job$job-step[0-9]+-[0-9a-f]{8}\$")" -eq 2 ]
+    t::wait_gone "$job"
+    [ "$(t::job_state "$job")" = COMPLETED ]
     t::assert_job_clean "$job"
     t::assert_sentinels
 }
