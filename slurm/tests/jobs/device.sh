@@ -15,31 +15,29 @@ job::before_end() {
 # Starts a device in the background in session $1 (default: $SHMTRANSPORT_SESSION, as a device
 # would) and waits until its memory exists. Extra arguments go to shm-keepalive.
 job::device() {
-    local session=${1:-$SHMTRANSPORT_SESSION} fifo line
+    local session=${1:-$SHMTRANSPORT_SESSION}
     shift || true
-    fifo=$(mktemp -u "${TMPDIR:-/tmp}/shmt-dev.XXXXXX")
-    mkfifo -m 600 "$fifo"
-    "$SHMT_BIN/shm-keepalive" -s "$session" "$@" >"$fifo" &
-    JOB_DEVICE_PID=$!
-    JOB_DEVICE_PIDS+=("$JOB_DEVICE_PID")
-    read -r -t 30 line <"$fifo"
-    rm -f "$fifo"
-    case $line in
-    ready\ *) echo "$line" ;;
-    *) echo "device in session $session did not start" >&2; exit 1 ;;
-    esac
+    job::start_device "$session" env "$SHMT_BIN/shm-keepalive" -s "$session" "$@"
 }
 
 # Like job::device, but the device does not know it runs in a Slurm job (its management
 # record carries no job id, as with C++ FairMQ devices): only --shm-session can name it.
 job::foreign_device() {
-    local session=$1 fifo line
+    local session=$1
+    shift
+    job::start_device "$session" env -u SLURM_JOB_ID -u SLURM_STEP_ID "$SHMT_BIN/shm-keepalive" -s "$session" "$@"
+}
+
+# Runs the command after $1 in the background, waits for its "ready" line and prints it.
+job::start_device() {
+    local session=$1 fifo line=""
     shift
     fifo=$(mktemp -u "${TMPDIR:-/tmp}/shmt-dev.XXXXXX")
     mkfifo -m 600 "$fifo"
-    env -u SLURM_JOB_ID -u SLURM_STEP_ID "$SHMT_BIN/shm-keepalive" -s "$session" "$@" >"$fifo" &
-    JOB_DEVICE_PIDS+=("$!")
-    read -r -t 30 line <"$fifo"
+    "$@" >"$fifo" &
+    JOB_DEVICE_PID=$!
+    JOB_DEVICE_PIDS+=("$JOB_DEVICE_PID")
+    read -r -t 30 line <"$fifo" || true
     rm -f "$fifo"
     case $line in
     ready\ *) echo "$line" ;;
