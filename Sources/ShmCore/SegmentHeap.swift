@@ -391,23 +391,15 @@ struct SegmentHeap: @unchecked Sendable {
     func reclaimCached(owner: UInt16) -> Int {
         var found: [Int] = []
         for arena in 0..<arenaCount {
-            lock(arena: arena)
-            let (start, end) = arenaRange(arena)
-            var c = start
-            while c < end {
-                let word = u64(c)
-                let size = Int(truncatingIfNeeded: word & ~C.usedBit)
-                if size < C.minimumSize || c + size > end { break }
+            forEachChunk(arena: arena) { c, _, used in
                 let h = c + 32 - B.headerSize
-                if word & C.usedBit != 0 && u32(h + B.magic) == B.magicValue && u32(h + B.chunkDelta) == 32
+                if used && u32(h + B.magic) == B.magicValue && u32(h + B.chunkDelta) == 32
                     && base.load(fromByteOffset: h + B.cacheOwner, as: UInt16.self) == owner
                     && atomic32(h + B.refCount).load(ordering: .acquiring) == 0
                 {
                     found.append(c + 32)
                 }
-                c += size
             }
-            unlock(arena: arena)
         }
         for payload in found { free(payload: payload) }
         return found.count
@@ -416,17 +408,26 @@ struct SegmentHeap: @unchecked Sendable {
     /// Zeroes the free memory of every arena (FairMQ's `--shm-zero-segment`).
     func zeroFreeMemory() {
         for arena in 0..<arenaCount {
-            lock(arena: arena)
-            let (start, end) = arenaRange(arena)
-            var c = start
-            while c < end {
-                let word = u64(c)
-                let size = Int(word & ~C.usedBit)
-                if size < C.minimumSize { break }
-                if word & C.usedBit == 0 { memset(base + c + 32, 0, size - 32) }
-                c += size
+            forEachChunk(arena: arena) { c, size, used in
+                if !used { memset(base + c + 32, 0, size - 32) }
             }
-            unlock(arena: arena)
+        }
+    }
+
+    /// Calls `body(chunk, size, used)` for each chunk of `arena` in address order, holding the
+    /// arena's lock. The walk stops at a chunk whose size word is implausible, so a damaged
+    /// arena is never read past its end.
+    private func forEachChunk(arena: Int, _ body: (_ chunk: Int, _ size: Int, _ used: Bool) -> Void) {
+        lock(arena: arena)
+        defer { unlock(arena: arena) }
+        let (start, end) = arenaRange(arena)
+        var c = start
+        while c < end {
+            let word = u64(c)
+            let size = Int(truncatingIfNeeded: word & ~C.usedBit)
+            if size < C.minimumSize || c + size > end { break }
+            body(c, size, word & C.usedBit != 0)
+            c += size
         }
     }
 
