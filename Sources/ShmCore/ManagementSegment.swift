@@ -87,9 +87,10 @@ final class ManagementSegment: @unchecked Sendable {
                 logger.debug("management segment created", metadata: ["shm.object": "\(name)"])
                 return segment
             }
-            // Someone else created it: wait until it is big enough and ready.
-            guard let object = try SharedObject.open(name, in: directory, minimumSize: 0) else { continue }
-            if object.size >= ManagementLayout.headerSize {
+            // Someone else created it: wait until its memory is reserved and it is ready.
+            let opening = try SharedObject.openExisting(name, in: directory, minimumSize: ManagementLayout.headerSize)
+            if case .missing = opening { continue }
+            if case .opened(let object) = opening {
                 let segment = ManagementSegment(object: object, created: false)
                 let magic = segment.u64(H.magic)
                 if magic != 0 && magic != ManagementLayout.magic {

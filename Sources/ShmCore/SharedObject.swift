@@ -56,13 +56,24 @@ final class SharedObject: @unchecked Sendable {
         return try map(fd: fd, name: name, size: size)
     }
 
-    /// Opens an existing object; `nil` when it does not exist.
-    /// - Parameter minimumSize: the object must be at least this big (else `.corrupt`).
-    static func open(_ name: String, in directory: Directory, minimumSize: Int = 1) throws(ShmCoreError) -> SharedObject? {
+    /// What ``openExisting(_:in:minimumSize:)`` found.
+    enum Opening {
+        /// No object of that name.
+        case missing
+        /// The object exists but is smaller than asked for (for example 0 bytes while its
+        /// creator has not reserved its memory yet); it was not mapped.
+        case tooSmall(size: Int)
+        case opened(SharedObject)
+    }
+
+    /// Opens an existing object and maps it when it is at least `minimumSize` bytes (and never
+    /// maps an empty one). The size is read from the opened descriptor, so it belongs to the
+    /// same inode that is mapped even when the name is replaced meanwhile.
+    static func openExisting(_ name: String, in directory: Directory, minimumSize: Int) throws(ShmCoreError) -> Opening {
         let fd = openat(directory.fd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC)
         if fd < 0 {
             let err = errno
-            if err == ENOENT { return nil }
+            if err == ENOENT { return .missing }
             throw ShmCoreError(
                 .systemCall,
                 err == EACCES
@@ -74,13 +85,25 @@ final class SharedObject: @unchecked Sendable {
         guard fstat(fd, &st) == 0 else {
             throw ShmCoreError(.systemCall, "cannot stat '\(name)'", objectName: name, errno: errno)
         }
-        guard Int(st.st_size) >= minimumSize else {
+        let size = Int(st.st_size)
+        guard size >= max(minimumSize, 1) else { return .tooSmall(size: size) }
+        return .opened(try map(fd: fd, name: name, size: size))
+    }
+
+    /// Opens an existing object; `nil` when it does not exist.
+    /// - Parameter minimumSize: the object must be at least this big, and never empty (else `.corrupt`).
+    static func open(_ name: String, in directory: Directory, minimumSize: Int = 1) throws(ShmCoreError) -> SharedObject? {
+        switch try openExisting(name, in: directory, minimumSize: minimumSize) {
+        case .missing:
+            return nil
+        case .tooSmall(let size):
             throw ShmCoreError(
                 .corrupt,
-                "'\(name)' in \(directory.path) is \(st.st_size) bytes, too small to be ours; clean the session (shmmonitor -c -s <session>)",
+                "'\(name)' in \(directory.path) is \(size) bytes, too small to be ours (a device may be creating it this moment, or died doing so); if none is starting, clean the session (shmmonitor -c -s <session>)",
                 objectName: name)
+        case .opened(let object):
+            return object
         }
-        return try map(fd: fd, name: name, size: Int(st.st_size))
     }
 
     private static func map(fd: Int32, name: String, size: Int) throws(ShmCoreError) -> SharedObject {

@@ -175,6 +175,32 @@ struct SessionMemoryTests {
         #expect(newer?.message.contains("version 99") == true)
     }
 
+    @Test("an attacher that finds the management segment still empty waits for its creator instead of failing")
+    func emptyManagementSegmentIsWaitedFor() throws {
+        let dir = try TmpfsDirectory()
+        defer { #expect(dir.remove().isEmpty) }
+        let config = testConfiguration("empty-mng", directory: dir, segmentSize: 4 << 20)
+        // What an attacher sees between its creator's open(O_CREAT|O_EXCL) and posix_fallocate.
+        let name = "\(dir.path)/fmq_\(ShmID(session: config.session))_mng"
+        #expect(FileManager.default.createFile(atPath: name, contents: Data()))
+        let creatorGaveUp = Thread {
+            usleep(200_000)
+            unlink(name)
+        }
+        creatorGaveUp.start()
+        let memory = try SessionMemory(config, logger: testLogger)
+        let block = try memory.allocate(size: 100)
+        memory.release(block)
+        memory.detach()
+
+        // An empty one that never grows is reported as not ready, with the fix, not as a mapping failure.
+        #expect(FileManager.default.createFile(atPath: name, contents: Data()))
+        let stuck = #expect(throws: ShmCoreError.self) { try SessionMemory(config, logger: testLogger) }
+        #expect(stuck?.code == .notReady)
+        #expect(stuck?.message.contains("shmmonitor -c -s \(config.session)") == true)
+        unlink(name)
+    }
+
     @Test("a session pre-created by a keep-alive process (raw segments, zero lock) is formatted by the first device")
     func keepAliveSession() throws {
         let dir = try TmpfsDirectory()
