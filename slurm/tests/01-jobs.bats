@@ -130,7 +130,8 @@ hold_job() {
     c=$job
     snap_b=$(t::snapshot "$b")
     snap_c=$(t::snapshot "$c")
-    [ -n "$snap_b" ] && [ -n "$snap_c" ]
+    [ -n "$snap_b" ]
+    [ -n "$snap_c" ]
 
     scancel "$a"
     t::wait_gone "$a"

@@ -37,9 +37,11 @@ in_ns() {
     b=$(awk '{print $2}' "$NSDIR/b")
     inside=$(nsenter --mount="$NSDIR/mnt" -- ls /dev/shm)
     echo "inside: $inside"
-    [[ $inside == *"fmq_${a}_mng"* ]] && [[ $inside == *"fmq_${b}_mng"* ]]
+    [[ $inside == *"fmq_${a}_mng"* ]]
+    [[ $inside == *"fmq_${b}_mng"* ]]
     # the host never sees the job's objects
-    [ -z "$(t::objects_of "$a")" ] && [ -z "$(t::objects_of "$b")" ]
+    [ -z "$(t::objects_of "$a")" ]
+    [ -z "$(t::objects_of "$b")" ]
 
     run env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin SLURM_NS="$NSDIR/mnt" SLURM_JOB_ID="$job" \
         SHMMONITOR="$SHMT_BIN/shmmonitor" "$SHMT_BIN/clonens-epilog.sh"
