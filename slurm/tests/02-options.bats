@@ -64,7 +64,8 @@ srun_with_plugstack() {
 
 @test "a correct plugstack line with every argument loads" {
     srun_with_plugstack shmmonitor="$SHMT_BIN/shmmonitor" state_dir="$SHMT_TEST_ROOT/spank-state" \
-        shm_dir=/dev/shm step_session=yes user_sweep=no strict=no timeout=20
+        shm_dir=/dev/shm step_session=yes user_sweep=no strict=no timeout=20 \
+        job_namespace="$SHMT_TEST_ROOT/job-container/%n/%j/.ns"
     [ "$status" -eq 0 ]
 }
 
