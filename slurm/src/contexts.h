@@ -11,20 +11,15 @@ int shmt_option_sessions(spank_t sp, struct shmt_sessions *out);
 /* The raw --shm-session value given on the command line of sbatch/srun (NULL if none). */
 const char *shmt_option_value(void);
 
-/* srun.c: local context (srun). */
-int shmt_srun_init(spank_t sp, const struct shmt_config *config);
-int shmt_srun_post_opt(spank_t sp, const struct shmt_config *config);
-
-/* alloc.c: allocator context (sbatch, salloc). */
-int shmt_alloc_init(spank_t sp, const struct shmt_config *config);
-int shmt_alloc_post_opt(spank_t sp, const struct shmt_config *config);
+/* submit.c: local (srun) and allocator (sbatch, salloc) contexts. */
+int shmt_submit_init(spank_t sp, const struct shmt_config *config);
+int shmt_submit_post_opt(spank_t sp, const struct shmt_config *config);
 
 /* slurmstepd.c: remote context (one slurmstepd per step and node). */
 int shmt_slurmstepd_init(spank_t sp, const struct shmt_config *config);
 int shmt_slurmstepd_exit(spank_t sp, const struct shmt_config *config);
 
-/* job_script.c: prolog and epilog (root, one process per call). */
-int shmt_job_script_init(spank_t sp, const struct shmt_config *config);
+/* job_script.c: prolog and epilog (root, one process per call; Slurm calls no init there). */
 int shmt_job_prolog(spank_t sp, const struct shmt_config *config);
 int shmt_job_epilog(spank_t sp, const struct shmt_config *config);
 

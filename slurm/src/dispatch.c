@@ -17,19 +17,18 @@ int slurm_spank_job_epilog(spank_t sp, int ac, char **av);
 
 static struct shmt_config config;
 
+/* Not called in the job script context: Slurm runs the prolog and epilog hooks on a stack of
+ * their own without init, so those parse the plugstack arguments themselves. */
 int slurm_spank_init(spank_t sp, int ac, char **av)
 {
 	if (shmt_config_parse(ac, av, &config) != 0)
 		return -1;
 	switch (spank_context()) {
 	case S_CTX_LOCAL:
-		return shmt_srun_init(sp, &config);
 	case S_CTX_ALLOCATOR:
-		return shmt_alloc_init(sp, &config);
+		return shmt_submit_init(sp, &config);
 	case S_CTX_REMOTE:
 		return shmt_slurmstepd_init(sp, &config);
-	case S_CTX_JOB_SCRIPT:
-		return shmt_job_script_init(sp, &config);
 	case S_CTX_SLURMD:
 		return shmt_slurmd_init(sp, &config);
 	default:
@@ -43,9 +42,8 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 	(void)av;
 	switch (spank_context()) {
 	case S_CTX_LOCAL:
-		return shmt_srun_post_opt(sp, &config);
 	case S_CTX_ALLOCATOR:
-		return shmt_alloc_post_opt(sp, &config);
+		return shmt_submit_post_opt(sp, &config);
 	default:
 		return 0;
 	}

@@ -12,13 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int shmt_job_script_init(spank_t sp, const struct shmt_config *config)
-{
-	(void)config;
-	/* spank_option_getopt in job_epilog needs the option registered in this process too. */
-	return shmt_option_register(sp);
-}
-
 /* The job's ids; the gid from the item, the epilog environment, or the user database. */
 static int read_owner(spank_t sp, struct shmt_owner *owner)
 {
@@ -64,7 +57,9 @@ int shmt_job_prolog(spank_t sp, const struct shmt_config *config)
 	return 0;
 }
 
-/* The sessions the job named: --shm-session (option or job control environment). */
+/* The sessions the job named: --shm-session (option or job control environment). Here the
+ * option was never registered; spank_option_getopt finds it in the environment slurmd gives
+ * the epilog (SPANK__SLURM_SPANK_OPTION_shmtransport_shm_session). */
 static void named_sessions(spank_t sp, uint32_t job_id, struct shmt_sessions *out)
 {
 	const char *env = getenv("SPANK_" SHMT_JOB_CONTROL_NAME);
