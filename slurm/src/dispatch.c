@@ -67,7 +67,9 @@ int slurm_spank_exit(spank_t sp, int ac, char **av)
 
 int slurm_spank_job_epilog(spank_t sp, int ac, char **av)
 {
+	/* A bad plugstack line is an error everywhere (srun and sbatch stop, the prolog fails): the
+	 * epilog cannot clean with it, and strict= may not even have been read. */
 	if (shmt_config_parse(ac, av, &config) != 0)
-		return config.strict ? -1 : 0;
+		return -1;
 	return shmt_job_epilog(sp, &config);
 }
