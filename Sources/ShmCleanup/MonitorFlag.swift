@@ -13,8 +13,9 @@ public struct MonitorFlag: Sendable {
     public enum Holder: Sendable, Hashable {
         /// A live monitor process.
         case live(pid: Int32)
-        /// Its holder is dead, or it was made by a C++ FairMQ monitor we cannot check.
+        /// Its holder (one of our monitors) is dead: ``acquire()`` takes such a flag over.
         case stale
+        /// Not one of our records (a C++ FairMQ monitor's flag, say): who holds it cannot be checked.
         case foreign
     }
 
@@ -34,21 +35,16 @@ public struct MonitorFlag: Sendable {
 
     /// Takes the flag for this process. Returns the holder instead when a live monitor (or a
     /// C++ FairMQ monitor) already has it; replaces a stale flag of a dead monitor.
+    ///
+    /// The record is written to a private temporary file first and then linked to the flag's
+    /// name (`link` fails with `EEXIST` when the flag exists, which keeps the flag exclusive), so
+    /// the flag never exists without its record, even when this process dies half-way: an empty
+    /// flag would read as another program's forever.
     public func acquire() throws(ShmCleanupError) -> Holder? {
+        let temporary = try writeTemporaryRecord()
+        defer { unlink(temporary) }
         for _ in 0..<3 {
-            let fd = open(path, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0o600)
-            if fd >= 0 {
-                defer { close(fd) }
-                let me = getpid()
-                var bytes = [UInt8](repeating: 0, count: 32)
-                bytes.withUnsafeMutableBytes { b in
-                    b.storeLE(Self.magic, 0)
-                    b.storeLE(me, 4)
-                    b.storeLE(inspector.stat(pid: me)?.startTime ?? 0, 8)
-                }
-                _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-                return nil
-            }
+            if link(temporary, path) == 0 { return nil }
             let err = errno
             guard err == EEXIST else {
                 throw ShmCleanupError(
@@ -61,6 +57,35 @@ public struct MonitorFlag: Sendable {
             }
         }
         throw ShmCleanupError(.systemCall, "the monitor flag '\(path)' keeps changing; try again", subject: path)
+    }
+
+    /// Writes this process's record to a new file next to the flag, under a name outside the
+    /// transport's object grammar (scanners and cleanups never take it for a session object),
+    /// and returns its path.
+    private func writeTemporaryRecord() throws(ShmCleanupError) -> String {
+        let me = getpid()
+        let unique = String(UInt64.random(in: 0...UInt64.max), radix: 16)
+        let temporary = directory.appending(".\(name.fileName).\(me).\(unique).tmp").string
+        let fd = open(temporary, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw ShmCleanupError(
+                .systemCall, "cannot create the monitor flag '\(path)'", subject: temporary, errno: errno)
+        }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 32)
+        bytes.withUnsafeMutableBytes { b in
+            b.storeLE(Self.magic, 0)
+            b.storeLE(me, 4)
+            b.storeLE(inspector.stat(pid: me)?.startTime ?? 0, 8)
+        }
+        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        guard written == bytes.count else {
+            let err = written < 0 ? errno : EIO
+            unlink(temporary)
+            throw ShmCleanupError(
+                .systemCall, "cannot write the monitor flag '\(path)'", subject: temporary, errno: err)
+        }
+        return temporary
     }
 
     /// Who holds the flag now, or `nil` when there is none.

@@ -111,17 +111,15 @@ struct MonitorService: Service {
         // Taken here, not before the group starts: by now the group traps SIGTERM/SIGINT/SIGHUP,
         // so whoever sees the flag may signal us and gets a graceful stop, never a default death.
         let flag = MonitorFlag(id, directory: directory)
-        switch try flag.acquire() {
-        case .live(let pid)?:
-            logger.error(
-                "another monitor (pid \(pid)) is running for this shm id; stop it, or run 'shmmonitor --cleanup --shmid \(id)'")
+        if let holder = try flag.acquire() {
+            if case .live(let pid) = holder {
+                logger.error(
+                    "another monitor (pid \(pid)) is running for this shm id; stop it, or run 'shmmonitor --cleanup --shmid \(id)'")
+            } else {  // .foreign: acquire() takes a stale flag over itself
+                logger.error(
+                    "a monitor flag of another program exists for this shm id; run 'shmmonitor --cleanup --shmid \(id)' if no monitor runs")
+            }
             return  // FairMQ's DaemonPresent: exit 0
-        case .foreign?, .stale?:
-            logger.error(
-                "a monitor flag of another program exists for this shm id; run 'shmmonitor --cleanup --shmid \(id)' if no monitor runs")
-            return
-        case nil:
-            break
         }
         defer { flag.release() }
         let scanner = SessionScanner(directory: directory, logger: logger)
