@@ -129,9 +129,13 @@ struct MonitorService: Service {
         logger.info("watching", metadata: ["shm.id": "\(id)", "shm.timeout_ms": "\(options.timeout)"])
 
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            let session = try scanner.scan(only: [id]).sessions.first
-            let present = session?.objects.contains { $0.name.kind != .monitorFlag } ?? false
-            switch watch.observe(present: present, inUse: session?.isInUse ?? false, now: Self.nowMilliseconds()) {
+            // Live users are looked for (every process's /proc/<pid>/maps) only when there is a
+            // session to use: an absent one is seen from the directory alone.
+            let present = try scanner.scan(only: [id], liveness: false).sessions.first?.objects.contains {
+                $0.name.kind != .monitorFlag
+            } ?? false
+            let inUse = present ? try scanner.scan(only: [id]).sessions.first?.isInUse ?? false : false
+            switch watch.observe(present: present, inUse: inUse, now: Self.nowMilliseconds()) {
             case .keepWatching:
                 break
             case .cleanup(let reason):
