@@ -2,6 +2,11 @@
 # Helpers for fixtures.bats: build directories, unique session prefixes, the shm objects of a
 # session, and removal of exactly the sessions a test made (never anything else in /dev/shm).
 
+# shellcheck source=scripts/lib/common.sh
+. "$BATS_TEST_DIRNAME/../../scripts/lib/common.sh"
+# shellcheck source=scripts/lib/launch.sh
+. "$BATS_TEST_DIRNAME/../../scripts/lib/launch.sh"
+
 # The tools under test; scripts/test-ctest sets SHMTRANSPORT_BIN_DIR.
 helpers::tools() {
     bin=${SHMTRANSPORT_BIN_DIR:-$(cd "$BATS_TEST_DIRNAME/../.." && pwd)/.build/debug}
@@ -38,7 +43,7 @@ helpers::teardown() {
         kill -KILL -- "-$ctest_pid" 2>/dev/null || true
         wait "$ctest_pid" 2>/dev/null || true
     fi
-    local pid dir session id
+    local pid dir session
     for pid in "${background_pids[@]}"; do
         kill -KILL "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
@@ -47,25 +52,20 @@ helpers::teardown() {
         [ -d "$dir" ] || continue
         "$monitor" --cleanup --force "--session-prefix=$prefix" "--shm-dir=$dir" >/dev/null 2>&1 || true
         for session in "${sessions[@]}"; do
-            id=$(helpers::shmid "$session")
-            find "$dir" -maxdepth 1 \( -name "fmq_${id}_*" -o -name "sem.fmq_${id}_*" \) -delete
+            common::shm_objects_of "$(helpers::shmid "$session")" "$dir" | sed "s#^#$dir/#" | xargs -r rm -f --
         done
     done
     rm -rf "$work"
 }
 
-# The shm id of a session: the last word of `shmmonitor --get-shmid`.
-helpers::shmid() {
-    local line
-    line=$("$monitor" --get-shmid "--session=$1")
-    printf '%s\n' "${line##* }"
-}
+# The shm id of a session, as the launcher computes it.
+helpers::shmid() { launch::shmid "$monitor" "$1"; }
 
 # The objects of session $1 in directory $2, one name per line, sorted.
 helpers::objects() {
     local id
     id=$(helpers::shmid "$1")
-    find "$2" -maxdepth 1 \( -name "fmq_${id}_*" -o -name "sem.fmq_${id}_*" \) -printf '%f\n' | sort
+    common::shm_objects_of "$id" "$2"
 }
 
 # Configures the example into $work/build: helpers::configure_example [cmake args...]

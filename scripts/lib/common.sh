@@ -37,3 +37,14 @@ common::shm_objects() {
     local dir=${1:-${SHMTRANSPORT_SHM_DIR:-/dev/shm}}
     find "$dir" -maxdepth 1 \( -name 'fmq_*' -o -name 'sem.fmq_*' \) -printf '%f\n' 2>/dev/null | sort
 }
+
+# Lists the objects of one shm id (fmq_<id>_* and sem.fmq_<id>_*) in a shm directory (default
+# as above), one name per line, sorted; nothing when the session is gone. Fails without an id.
+common::shm_objects_of() {
+    local id=${1:-} dir=${2:-${SHMTRANSPORT_SHM_DIR:-/dev/shm}}
+    [ -n "$id" ] || {
+        echo "common::shm_objects_of: no shm id given" >&2
+        return 2
+    }
+    find "$dir" -maxdepth 1 \( -name "fmq_${id}_*" -o -name "sem.fmq_${id}_*" \) -printf '%f\n' | sort
+}

@@ -34,10 +34,11 @@ setup() { JOBS=(); }
 
 teardown() { t::forget "${JOBS[@]}"; }
 
-# Objects of a shm id inside the job's private /dev/shm.
+# Objects of shm id $2 inside the private /dev/shm of job $1.
 objects_in_job() {
+    # shellcheck disable=SC2016 # expanded by the shell inside the namespace
     nsenter --mount="$SHMT_TEST_ROOT/job-container/$(hostname -s)/$1/.ns" -- \
-        find /dev/shm -maxdepth 1 \( -name "fmq_$2_*" -o -name "sem.fmq_$2_*" \) -printf '%f\n'
+        bash -c "$(declare -f common::shm_objects_of)"'; common::shm_objects_of "$1" /dev/shm' _ "$2"
 }
 
 @test "job_container/tmpfs: a crashed step's session is removed inside the job's namespace" {

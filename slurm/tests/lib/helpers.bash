@@ -77,9 +77,7 @@ t::sessions() {
 }
 
 # Objects of a shm id in /dev/shm, sorted (empty when the session is gone).
-t::objects_of() {
-    find "$SHM_DIR" -maxdepth 1 \( -name "fmq_$1_*" -o -name "sem.fmq_$1_*" \) -printf '%f\n' | sort
-}
+t::objects_of() { common::shm_objects_of "$1" "$SHM_DIR"; }
 
 # Fails unless none of the job's sessions has an object left.
 t::assert_job_clean() {
