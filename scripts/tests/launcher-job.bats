@@ -18,7 +18,8 @@ setup() {
     export SHMTRANSPORT_SHM_DIR=$SHMDIR
     JOB=$BATS_TEST_TMPDIR/job.sh
     # The stand-in srun: records its options, runs -n N tasks with SLURM_PROCID set, passes
-    # SIGTERM on to them and waits for them.
+    # SIGTERM on to them and waits for them; then records what the tasks left in the shm
+    # directory (in $SRUN_LOG.left), before the job script's own cleanup after the step.
     SRUN=$BATS_TEST_TMPDIR/srun
     cat >"$SRUN" <<'EOF'
 #!/usr/bin/env bash
@@ -43,6 +44,7 @@ for p in "${pids[@]}"; do
     done
     ((s == 0)) || rc=$s
 done
+printf 'left [%s]\n' "$(ls -A "${SHMTRANSPORT_SHM_DIR:?}")" >>"$SRUN_LOG.left"
 exit "$rc"
 EOF
     chmod +x "$SRUN"
@@ -89,7 +91,7 @@ job_script() {
     # Task 0 holds the memory and leaves it behind; task 1 ends first and must leave the session
     # to task 0 (shared: in use is fine); the last one out removes it.
     job_script \
-        'shmjob::run -n 2 -- bash -c '\''if [ "$SLURM_PROCID" = 0 ]; then exec "$SHM_KEEPALIVE" --no-cleanup --lifetime 1; else sleep 0.2; fi'\''' \
+        'shmjob::run -n 2 -- bash -c '\''if [ "$SLURM_PROCID" = 0 ]; then exec "$SHM_KEEPALIVE" --no-cleanup --lifetime 1; else echo "task1 $SHMTRANSPORT_SESSION"; sleep 0.2; fi'\''' \
         'shmjob::run -- printenv SHMTRANSPORT_SESSION' \
         'printf "session %s\n" "${shmjob_sessions[@]}"'
     run --separate-stderr "$JOB"
@@ -97,7 +99,11 @@ job_script() {
     local -a sessions
     mapfile -t sessions < <(sed -n 's/^session //p' <<<"$output")
     [[ ${sessions[0]} == job4242-step1-* && ${sessions[1]} == job4242-step2-* ]]
+    # Both tasks ran in the step's session.
     [[ $output == *"ready $(shmid_of "${sessions[0]}") ${sessions[0]}"* ]]
+    grep -qx "task1 ${sessions[0]}" <<<"$output"
+    # The tasks' launchers removed it themselves, before the job script's cleanup after the step.
+    [ "$(cat "$SRUN_LOG.left")" = "$(printf 'left []\nleft []')" ]
     # The second step saw its own session.
     grep -qx "${sessions[1]}" <<<"$output"
     [ "$(cat "$SRUN_LOG")" = "$(printf 'srun -n 2\nsrun ')" ]
