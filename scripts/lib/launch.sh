@@ -97,14 +97,14 @@ launch::shmid() {
 }
 
 # Runs `shmmonitor -c` for one session and prints what it did to stderr when something was
-# removed (or always with $LAUNCH_VERBOSE=1). $1 = shmmonitor, $2 = session, the rest = extra
-# shmmonitor arguments (e.g. --shm-dir DIR). Returns shmmonitor's exit status: 0 done, 3 refused
-# because live processes use the session, 2 error. On 2 and 3 the reason is on stderr.
+# removed (or always with $LAUNCH_VERBOSE=1). $1 = shmmonitor, $2 = session; the shm directory is
+# $SHMTRANSPORT_SHM_DIR (or /dev/shm), which shmmonitor reads itself. Returns shmmonitor's exit
+# status: 0 done, 3 refused because live processes use the session, 2 error. On 2 and 3 the
+# reason is on stderr.
 launch::clean_session() {
     local -r monitor=$1 session=$2
-    shift 2
     local out rc=0
-    out=$("$monitor" -c -s "$session" "$@" 2>&1) || rc=$?
+    out=$("$monitor" -c -s "$session" 2>&1) || rc=$?
     if ((rc != 0)) || [[ ${LAUNCH_VERBOSE:-0} == 1 || $out == *"Successfully removed"* ]]; then
         [[ -z $out ]] || printf '%s\n' "$out" | sed 's/^/  shmmonitor: /' >&2
     fi
