@@ -16,16 +16,6 @@ teardown() {
     t::forget "${JOBS[@]}"
 }
 
-# Submits hold.sh as user $1 with the end mode $2 (extra sbatch arguments after), waits until
-# its devices are ready and leaves the job id in $job.
-hold_job() {
-    local user=$1 mode=$2
-    shift 2
-    job=$(t::submit "$user" "$@" "$SHMT_JOBS/hold.sh" "$mode")
-    JOBS+=("$job")
-    t::wait_for "$job" '^READY$'
-}
-
 @test "each step gets its own SHMTRANSPORT_SESSION from the plugin" {
     # shellcheck disable=SC2016 # expanded inside the job, not here
     job=$(t::submit "$SHMT_USER1" --wrap 'echo "batch=$SHMTRANSPORT_SESSION"; srun --overlap -n1 printenv SHMTRANSPORT_SESSION; srun --overlap -n1 printenv SHMTRANSPORT_SESSION; SHMTRANSPORT_SESSION=mine-'"$SHMT_RUN"' srun --overlap -n1 printenv SHMTRANSPORT_SESSION')
@@ -42,7 +32,7 @@ hold_job() {
 
 @test "normal exit: the job's sessions are removed, nothing else" {
     named="named-$SHMT_RUN-exit"
-    hold_job "$SHMT_USER1" exit --shm-session="$named" --export=ALL,SHMT_NAMED="$named"
+    t::hold_job "$SHMT_USER1" exit --shm-session="$named" --export=ALL,SHMT_NAMED="$named"
     # the batch step's session, a second one of the job, and the named one
     [ "$(t::sessions "$job" | wc -l)" -eq 3 ]
     [ "$(t::shmids "$job" | wc -l)" -eq 3 ]
@@ -56,7 +46,7 @@ hold_job() {
 
 @test "scancel: the job's sessions are removed, nothing else" {
     named="named-$SHMT_RUN-cancel"
-    hold_job "$SHMT_USER1" wait --shm-session="$named" --export=ALL,SHMT_NAMED="$named"
+    t::hold_job "$SHMT_USER1" wait --shm-session="$named" --export=ALL,SHMT_NAMED="$named"
     scancel "$job"
     t::wait_gone "$job"
     [ "$(t::job_state "$job")" = CANCELLED ]
@@ -65,7 +55,7 @@ hold_job() {
 }
 
 @test "scancel --signal=KILL: the job's sessions are removed, nothing else" {
-    hold_job "$SHMT_USER1" wait
+    t::hold_job "$SHMT_USER1" wait
     scancel --signal=KILL "$job"
     t::wait_gone "$job"
     t::assert_job_clean "$job"
@@ -73,7 +63,7 @@ hold_job() {
 }
 
 @test "the job script SIGKILLed: the job's sessions are removed, nothing else" {
-    hold_job "$SHMT_USER1" selfkill
+    t::hold_job "$SHMT_USER1" selfkill
     t::go "$job" end
     t::wait_gone "$job"
     [ "$(t::job_state "$job")" = FAILED ]
@@ -123,11 +113,11 @@ hold_job() {
 }
 
 @test "two jobs of one user and a job of another: ending one removes its sessions only" {
-    hold_job "$SHMT_USER1" wait
+    t::hold_job "$SHMT_USER1" wait
     a=$job
-    hold_job "$SHMT_USER1" exit
+    t::hold_job "$SHMT_USER1" exit
     b=$job
-    hold_job "$SHMT_USER2" exit
+    t::hold_job "$SHMT_USER2" exit
     c=$job
     snap_b=$(t::snapshot "$b")
     snap_c=$(t::snapshot "$c")

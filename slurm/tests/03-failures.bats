@@ -16,18 +16,9 @@ teardown_file() {
     t::default_plugstack
 }
 
-# Runs hold.sh (normal exit) as the first test user and waits until it has left squeue.
-leaky_job() {
-    job=$(t::submit "$SHMT_USER1" "$SHMT_JOBS/hold.sh" exit)
-    JOBS+=("$job")
-    t::wait_for "$job" '^READY$'
-    t::go "$job" end
-    t::wait_gone "$job"
-}
-
 @test "a cleanup failure is logged and does not drain the node" {
     t::use_plugstack shmmonitor=/nonexistent/shmmonitor
-    leaky_job
+    t::leaky_job
     [ "$(t::job_state "$job")" = COMPLETED ]
     [ "$(t::node_state)" = idle ]
     # nothing could clean: the objects are still there (the engine is what removes them)
@@ -39,7 +30,7 @@ leaky_job() {
 
 @test "strict=yes: a cleanup failure fails the epilog and drains the node" {
     t::use_plugstack shmmonitor=/nonexistent/shmmonitor strict=yes
-    leaky_job
+    t::leaky_job
     state=$(t::node_state)
     echo "node state: $state"
     [[ $state == drain* ]]

@@ -3,6 +3,9 @@
 # live process uses goes too (here: a leftover created outside Slurm), but never while another
 # job of the user runs, never a session in use, never another user's.
 
+# t::hold_job leaves the job id in $job.
+# shellcheck disable=SC2154
+
 load lib/helpers
 
 setup_file() { t::use_plugstack user_sweep=yes; }
@@ -13,18 +16,12 @@ setup() { JOBS=(); }
 
 teardown() { t::forget "${JOBS[@]}"; }
 
-hold_job() {
-    job=$(t::submit "$1" "$SHMT_JOBS/hold.sh" wait)
-    JOBS+=("$job")
-    t::wait_for "$job" '^READY$'
-}
-
 @test "user_sweep: the user's unused sessions go with the user's last job on the node" {
     read -r live dead other <<<"$(tr '\n' ' ' <"$SHMT_TEST_ROOT/sentinels.ids")"
     [ -n "$(t::objects_of "$dead")" ]
-    hold_job "$SHMT_USER1"
+    t::hold_job "$SHMT_USER1" wait
     a=$job
-    hold_job "$SHMT_USER1"
+    t::hold_job "$SHMT_USER1" wait
     b=$job
     snap_b=$(t::snapshot "$b")
 

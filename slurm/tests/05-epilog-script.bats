@@ -27,17 +27,11 @@ teardown() {
 }
 
 # hold.sh without the plugin: no step session is given, so the job names its own.
-leaky_job() {
-    job=$(t::submit "$SHMT_USER1" --export=ALL,SHMTRANSPORT_SESSION="own-$SHMT_RUN-$1" "$SHMT_JOBS/hold.sh" exit)
-    JOBS+=("$job")
-    t::wait_for "$job" '^READY$'
-    t::go "$job" end
-    t::wait_gone "$job"
-}
+own_session_job() { t::leaky_job --export=ALL,SHMTRANSPORT_SESSION="own-$SHMT_RUN-$1"; }
 
 @test "without the plugin, a job's leftovers stay (control)" {
     t::use_plugstack none
-    leaky_job control
+    own_session_job control
     [ "$(t::shmids "$job" | wc -l)" -eq 2 ]
     for id in $(t::shmids "$job"); do [ -n "$(t::objects_of "$id")" ]; done
 }
@@ -46,7 +40,7 @@ leaky_job() {
     t::use_plugstack none
     cluster::write_slurm_conf "Epilog=$SHMT_BIN/test-epilog.sh"
     scontrol reconfigure
-    leaky_job epilog
+    own_session_job epilog
     [ "$(t::job_state "$job")" = COMPLETED ]
     [ "$(t::node_state)" = idle ]
     t::assert_job_clean "$job"
@@ -59,11 +53,10 @@ leaky_job() {
     t::use_plugstack none
     cluster::write_slurm_conf "Epilog=$SHMT_BIN/test-epilog-sweep.sh"
     scontrol reconfigure
-    a=$(t::submit "$SHMT_USER2" --export=ALL,SHMTRANSPORT_SESSION="own-$SHMT_RUN-a" "$SHMT_JOBS/hold.sh" wait)
-    b=$(t::submit "$SHMT_USER2" --export=ALL,SHMTRANSPORT_SESSION="own-$SHMT_RUN-b" "$SHMT_JOBS/hold.sh" wait)
-    JOBS+=("$a" "$b")
-    t::wait_for "$a" '^READY$'
-    t::wait_for "$b" '^READY$'
+    t::hold_job "$SHMT_USER2" wait --export=ALL,SHMTRANSPORT_SESSION="own-$SHMT_RUN-a"
+    a=$job
+    t::hold_job "$SHMT_USER2" wait --export=ALL,SHMTRANSPORT_SESSION="own-$SHMT_RUN-b"
+    b=$job
     snap_b=$(t::snapshot "$b")
     scancel "$a"
     t::wait_gone "$a"

@@ -10,24 +10,16 @@ load lib/helpers
 setup_file() {
     local base=$SHMT_TEST_ROOT/job-container
     printf 'AutoBasePath=true\nBasePath=%s\n' "$base" >"$SHMT_TEST_ROOT/etc/job_container.conf"
-    cluster::stop_slurmd
-    cluster::stop_pidfile "$SHMT_TEST_ROOT/run/slurmctld.pid"
     cluster::write_slurm_conf "JobContainerType=job_container/tmpfs" "PrologFlags=Contain"
     # Slurm 22.05 keeps the namespace in <BasePath>/<node>/<job>/.ns
     cluster::write_plugstack "job_namespace=$base/%n/%j/.ns"
-    slurmctld -f "$SLURM_CONF"
-    cluster::start_slurmd
-    cluster::wait_idle
+    cluster::restart_daemons
 }
 
 teardown_file() {
-    cluster::stop_slurmd
-    cluster::stop_pidfile "$SHMT_TEST_ROOT/run/slurmctld.pid"
     cluster::write_slurm_conf
     cluster::write_plugstack "${SHMT_PLUGSTACK_ARGS:-}"
-    slurmctld -f "$SLURM_CONF"
-    cluster::start_slurmd
-    cluster::wait_idle
+    cluster::restart_daemons
 }
 
 setup() { JOBS=(); }

@@ -150,6 +150,26 @@ cluster::restart_slurmd() {
     cluster::wait_idle
 }
 
+# Starts slurmctld and slurmd and waits until the node is idle.
+cluster::start_daemons() {
+    slurmctld -f "$SLURM_CONF"
+    cluster::start_slurmd
+    cluster::wait_idle
+}
+
+# Stops slurmd and slurmctld, each by pid.
+cluster::stop_daemons() {
+    cluster::stop_slurmd
+    cluster::stop_pidfile "$SHMT_TEST_ROOT/run/slurmctld.pid"
+}
+
+# Restarts slurmctld and slurmd, for changes (job_container.conf, JobContainerType=, PrologFlags=)
+# that `scontrol reconfigure` does not apply: write the configuration first.
+cluster::restart_daemons() {
+    cluster::stop_daemons
+    cluster::start_daemons
+}
+
 # Starts the cluster; the arguments are extra slurm.conf lines.
 cluster::start() {
     local root=$SHMT_TEST_ROOT
@@ -157,15 +177,11 @@ cluster::start() {
     cluster::start_munge
     cluster::write_slurm_conf "$@"
     [ -f "$root/etc/plugstack.conf" ] || cluster::write_plugstack "${SHMT_PLUGSTACK_ARGS:-}"
-    slurmctld -f "$SLURM_CONF"
-    cluster::start_slurmd
-    cluster::wait_idle
+    cluster::start_daemons
 }
 
 # Stops slurmd, slurmctld and (if we started it) munged, each by pid.
 cluster::stop() {
-    local root=$SHMT_TEST_ROOT
-    cluster::stop_pidfile "$root/run/slurmd.pid"
-    cluster::stop_pidfile "$root/run/slurmctld.pid"
-    cluster::stop_pidfile "$root/munge/munged.pid"
+    cluster::stop_daemons
+    cluster::stop_pidfile "$SHMT_TEST_ROOT/munge/munged.pid"
 }

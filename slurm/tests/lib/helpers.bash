@@ -20,6 +20,25 @@ t::submit() {
 
 t::output() { cat "$SHMT_GO_DIR/job-$1.out" 2>/dev/null || true; }
 
+# Submits the test job hold.sh as user $1 with end mode $2 (exit, wait or selfkill; further
+# arguments go to sbatch), waits until its devices are ready and leaves the job id in $job.
+# The job is added to JOBS, the list the bats files' teardown hands to t::forget.
+t::hold_job() {
+    local user=$1 mode=$2
+    shift 2
+    job=$(t::submit "$user" "$@" "$SHMT_JOBS/hold.sh" "$mode")
+    JOBS+=("$job")
+    t::wait_for "$job" '^READY$'
+}
+
+# Runs hold.sh as the first test user to a normal end (arguments go to sbatch) and waits until
+# it has left squeue: for tests in which nothing, or something else, cleans up.
+t::leaky_job() {
+    t::hold_job "$SHMT_USER1" exit "$@"
+    t::go "$job" end
+    t::wait_gone "$job"
+}
+
 # Waits until the job's output has a line matching $2 (at most $3 seconds, default 30; fails
 # at once when the job has ended without printing it).
 t::wait_for() {
