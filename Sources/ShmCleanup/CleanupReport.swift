@@ -63,6 +63,8 @@ public struct CleanupReport: Sendable, Codable {
     public var refusedInUse: Bool { sessions.contains { $0.status == .refusedInUse } }
     /// Whether a session was refused for ownership or could not be removed completely.
     public var hasErrors: Bool { sessions.contains { $0.status == .refusedNotOwner || $0.status == .incomplete } }
+    /// The sessions found but not (completely) removed: refused, incomplete, or a dry run.
+    public var sessionsLeft: [SessionOutcome] { sessions.filter { $0.status != .removed && $0.status != .nothingFound } }
 }
 
 extension ShmID: Codable {

@@ -81,7 +81,7 @@ struct KeepAliveCommand: ParsableCommand {
         // The keep-alive owns the memory's lifetime: devices still attached do not keep it.
         if !noCleanup {
             let report = try SessionCleaner(directory: directory, logger: logger).clean([id], options: .init(force: true))
-            for s in report.sessions where s.status != .removed && s.status != .nothingFound {
+            for s in report.sessionsLeft {
                 logger.error("cleanup incomplete", metadata: ["shm.id": "\(id)", "status": "\(s.status.rawValue)"])
             }
         }

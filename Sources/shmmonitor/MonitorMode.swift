@@ -159,7 +159,7 @@ struct MonitorService: Service {
 
     private func clean(_ cleaner: SessionCleaner) throws {
         let report = try cleaner.clean([id], options: .init(keepMonitorFlag: true))
-        for outcome in report.sessions where outcome.status != .removed && outcome.status != .nothingFound {
+        for outcome in report.sessionsLeft {
             logger.notice("cleanup: \(outcome.status.rawValue)", metadata: ["shm.id": "\(id)", "reason": "\(outcome.message ?? "")"])
         }
     }

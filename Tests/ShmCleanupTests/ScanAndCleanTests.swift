@@ -46,6 +46,7 @@ import Testing
         let report = try cleaner.clean([mixed.ours])
         let outcome = try #require(report.sessions.first)
         #expect(outcome.status == .removed)
+        #expect(report.sessionsLeft.isEmpty)
         #expect(outcome.sessionName == mixed.oursSession.rawValue)
         #expect(outcome.objects.allSatisfy { $0.action == .removed })
         #expect(
@@ -90,6 +91,7 @@ import Testing
             .clean([ShmID(number: 0x1234_5678)])
         #expect(report.sessions.first?.status == .nothingFound)
         #expect(!report.matchedAnything)
+        #expect(report.sessionsLeft.isEmpty)
         #expect(mixed.dir.entries() == before)
     }
 
@@ -100,6 +102,7 @@ import Testing
         let report = try SessionCleaner(directory: FilePath(mixed.dir.path), logger: logger)
             .clean([mixed.ours], options: .init(dryRun: true))
         #expect(report.sessions.first?.status == .wouldRemove)
+        #expect(report.sessionsLeft.map(\.shmID) == [mixed.ours])
         #expect(report.sessions.first?.objects.allSatisfy { $0.action == .wouldRemove } == true)
         #expect(mixed.dir.entries() == before)
     }
@@ -115,6 +118,7 @@ import Testing
         let refused = try cleaner.clean([child.shmID])
         let outcome = try #require(refused.sessions.first)
         #expect(outcome.status == .refusedInUse)
+        #expect(refused.sessionsLeft.map(\.shmID) == [child.shmID])
         #expect(outcome.users.map(\.pid) == [child.pid])
         #expect(outcome.users.first?.evidence == .maps)
         #expect(outcome.message?.contains("pid \(child.pid)") == true)
