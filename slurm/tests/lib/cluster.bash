@@ -7,18 +7,26 @@
 #   SHMT_TEST_ROOT  fixed root of the test cluster (outside /tmp: job_container/tmpfs forbids it)
 #   SLURM_CONF      $SHMT_TEST_ROOT/etc/slurm.conf, so every client command uses this cluster
 #   SHMT_BIN        world-readable copies of shmmonitor, shm-keepalive and the plugin
+#   SHMT_PROCTRACK  cgroup or linuxproc (see cluster::proctrack)
+#   SHMT_PLUGSTACK_ARGS  more plugstack arguments on the plugin's default line (optional)
 
 cluster::conf_dir() { printf '%s/etc\n' "$SHMT_TEST_ROOT"; }
 
-# Process tracking: proctrack/cgroup (cgroup v1 freezer) kills every process of a job when it
-# ends, as on production clusters; without a freezer hierarchy, proctrack/linuxproc, whose
-# orphaned processes outlive the job (then the test jobs stop their own devices first).
+# Process tracking: $SHMT_PROCTRACK when set, else proctrack/cgroup (cgroup v1 freezer), which
+# kills every process of a job when it ends, as on production clusters; without a freezer
+# hierarchy, proctrack/linuxproc, whose orphaned processes outlive the job (then the test jobs
+# stop their own devices first).
 cluster::proctrack() {
-    if [ -w /sys/fs/cgroup/freezer/tasks ] && [ "${SHMT_PROCTRACK:-}" != linuxproc ]; then
-        echo cgroup
-    else
-        echo linuxproc
-    fi
+    case ${SHMT_PROCTRACK:-} in
+    cgroup | linuxproc) echo "$SHMT_PROCTRACK" ;;
+    '')
+        if [ -w /sys/fs/cgroup/freezer/tasks ]; then echo cgroup; else echo linuxproc; fi
+        ;;
+    *)
+        common::log "SHMT_PROCTRACK=$SHMT_PROCTRACK: give cgroup or linuxproc"
+        return 2
+        ;;
+    esac
 }
 
 # Writes plugstack.conf: one line loading the plugin with the given plugstack arguments, or
@@ -35,6 +43,7 @@ cluster::write_plugstack() {
 }
 
 # Writes slurm.conf; extra lines (for example Epilog=...) come from the arguments.
+# shellcheck disable=SC2120 # the bats files pass them
 cluster::write_slurm_conf() {
     local root=$SHMT_TEST_ROOT host mem first_job
     first_job=$((($(date +%s) % 100000) * 100 + 1000))
@@ -170,12 +179,12 @@ cluster::restart_daemons() {
     cluster::start_daemons
 }
 
-# Starts the cluster; the arguments are extra slurm.conf lines.
+# Starts the cluster with the default slurm.conf (tests that need other lines restart it).
 cluster::start() {
     local root=$SHMT_TEST_ROOT
     mkdir -p "$root"/{etc,state,spool,log,run}
     cluster::start_munge
-    cluster::write_slurm_conf "$@"
+    cluster::write_slurm_conf
     [ -f "$root/etc/plugstack.conf" ] || cluster::write_plugstack "${SHMT_PLUGSTACK_ARGS:-}"
     cluster::start_daemons
 }

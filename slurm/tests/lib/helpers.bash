@@ -113,13 +113,14 @@ t::assert_job_clean() {
     fi
 }
 
-# Fails unless every one of the job's sessions still has all the objects it had at $2 (a
-# snapshot from t::snapshot).
+# The objects of all the job's sessions now, sorted per session (for t::assert_intact).
 t::snapshot() {
     local job=$1 id
     for id in $(t::shmids "$job"); do t::objects_of "$id"; done
 }
 
+# Fails unless every one of the job's sessions still has all the objects it had at $2 (a
+# snapshot from t::snapshot).
 t::assert_intact() {
     local job=$1 before=$2 now
     now=$(t::snapshot "$job")
@@ -148,7 +149,8 @@ t::assert_sentinels() {
     fi
 }
 
-# Cancels the job if it still runs (teardown after a failed assertion) and removes its files.
+# Cancels the jobs that still run (teardown after a failed assertion) and waits until they have
+# left squeue. Their sessions are left to the plugin (or to t::remove_job_sessions).
 t::forget() {
     local job
     for job in "$@"; do
