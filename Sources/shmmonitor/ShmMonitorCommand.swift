@@ -132,12 +132,8 @@ struct ShmMonitorCommand: AsyncParsableCommand {
     /// Runs the command with the exit codes of `DESIGN.md`: usage errors exit 2, not 64.
     static func main() async {
         do {
-            var command = try parseAsRoot()
-            if var asyncCommand = command as? any AsyncParsableCommand {
-                try await asyncCommand.run()
-            } else {
-                try command.run()
-            }
+            // No subcommands: parsing gives this command (or throws, also for --help).
+            try await parse().run()
         } catch let error as ShmCleanupError {
             Output.printError(error.description)
             Foundation_exit(2)
