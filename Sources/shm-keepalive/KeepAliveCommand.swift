@@ -1,6 +1,7 @@
 import ArgumentParser
 import Logging
 import ShmCleanup
+import ShmCore
 import SystemPackage
 
 #if canImport(Glibc)
@@ -11,8 +12,9 @@ import SystemPackage
 /// itself as an attached process, keeps them mapped, and waits for SIGTERM, SIGINT or SIGHUP.
 ///
 /// It is the outside keep-alive process of FairMQ's `keep-alive` example: it pre-creates the
-/// memory so devices can attach with `--shm-no-cleanup`, and it is what the launcher, CTest and
-/// Slurm tests run as "a device holding shared memory".
+/// memory, through the same ``SessionMemory`` a device uses, so devices can attach with
+/// `--shm-no-cleanup`, and it is what the launcher, CTest and Slurm tests run as "a device
+/// holding shared memory".
 @main
 struct KeepAliveCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -56,7 +58,6 @@ struct KeepAliveCommand: ParsableCommand {
         let logger = Logger(label: "shm-keepalive")
         let sessionID = try session.map { try SessionID($0) } ?? SessionID.fromEnvironment()
         let directory = shmDir.map { FilePath($0) } ?? SessionScanner.defaultDirectory
-        let id = ShmID(session: sessionID)
         let specs = segments.isEmpty ? [(UInt16(0), UInt64(1 << 20))] : segments.compactMap(parseSegment)
 
         // Block the ending signals before anything exists, so no signal can slip past the cleanup.
@@ -65,8 +66,18 @@ struct KeepAliveCommand: ParsableCommand {
         for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&signals, s) }
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
-        let held = try SessionHolder(
-            session: sessionID, directory: directory, segments: specs, noCleanup: noCleanup, logger: logger)
+        // Creates (or joins) the session and registers this process (pid, start time, uid, Slurm
+        // job and step); the first segment is this process's own.
+        let memory = try SessionMemory(
+            SessionConfiguration(
+                session: sessionID, directory: directory, segmentSize: Int(specs[0].1), segmentID: specs[0].0,
+                noCleanup: noCleanup),
+            logger: logger)
+        for (segmentID, size) in specs.dropFirst() {
+            try memory.createSegment(segmentID, size: Int(size))
+        }
+        let id = memory.id
+        logger.info("session memory held", metadata: ["shm.id": "\(id)", "shm.session": "\(sessionID)"])
         print("ready \(id) \(sessionID)")
         fflush(nil)
 
@@ -77,7 +88,8 @@ struct KeepAliveCommand: ParsableCommand {
             var received: Int32 = 0
             sigwait(&signals, &received)
         }
-        held.release()
+        // Unregisters and unmaps; as the last process out it removes the session, unless --no-cleanup.
+        memory.detach()
         // The keep-alive owns the memory's lifetime: devices still attached do not keep it.
         if !noCleanup {
             let report = try SessionCleaner(directory: directory, logger: logger).clean([id], options: .init(force: true))
