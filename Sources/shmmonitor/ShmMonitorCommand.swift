@@ -7,19 +7,23 @@ import SystemPackage
 @preconcurrency import Glibc
 #endif
 
-/// `shmmonitor`: inspect and clean up the shared memory of transport sessions.
+/// `shmmonitor`: inspect, monitor and clean up the shared memory of transport sessions.
 ///
 /// Every `fairmq-shmmonitor` flag implemented here has the same meaning as in FairMQ; the
-/// extra flags are ours. Modes are checked in FairMQ's order: get-shmid, cleanup, list-all,
-/// view.
+/// extra flags are ours. The modes exclude each other (see `validate()`); `run()` picks
+/// get-shmid, cleanup, monitor, list-all, else view (the default).
 @main
 struct ShmMonitorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "shmmonitor",
-        abstract: "Inspect and clean up the shared memory of transport sessions (FairMQ-compatible).",
+        abstract: "Inspect, monitor and clean up the shared memory of transport sessions (FairMQ-compatible).",
         discussion: """
             Sessions are named by session id (-s) and user id, which give an 8-hex-digit shm id \
             (--get-shmid); objects live in /dev/shm (or --shm-dir / SHMTRANSPORT_SHM_DIR).
+
+            --monitor (-m) watches one session and cleans it once no live process has used it \
+            for --timeout ms: "dead" is computed from the processes mapping or registered in the \
+            session, not from heartbeats.
 
             Exit codes: 0 done; 1 nothing matched (only with --require-match); 2 bad usage or \
             an error; 3 refused because the session is in use (add --force). \
@@ -129,7 +133,7 @@ struct ShmMonitorCommand: AsyncParsableCommand {
         return try directory()
     }
 
-    /// Runs the command with the exit codes of `DESIGN.md`: usage errors exit 2, not 64.
+    /// Runs the command with the exit codes of the discussion above: usage errors exit 2, not 64.
     static func main() async {
         do {
             // No subcommands: parsing gives this command (or throws, also for --help).
