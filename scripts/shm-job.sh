@@ -9,7 +9,7 @@
 #     shmjob::run -- ./analysis                              # next step, another session
 #
 # Each shmjob::run picks a fresh session (job<SLURM_JOB_ID>-step<N>-<random>), runs
-# `srun [OPTIONS] shm-launch --shared --session S -- COMMAND` (outside a Slurm job: the launcher
+# `srun [OPTIONS] -- shm-launch --shared --session S -- COMMAND` (outside a Slurm job: the launcher
 # directly, here), then cleans the session on this node once the step has ended. The launcher in
 # every task cleans on its node, even when killed with SIGKILL (its guardian does). Sourcing also
 # sets traps on EXIT, INT, TERM and HUP: a cancelled or failing job script stops the running step
