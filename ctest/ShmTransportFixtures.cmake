@@ -43,12 +43,12 @@ at this directory) or put this directory on ``CMAKE_MODULE_PATH`` and ``include(
   shm_add_sweep([NAME <test>] [PREFIX <prefix>] [SHM_DIR <dir>])
 
     A final test (default name ``shm-sweep``) that runs after every test added with
-    shm_add_test() and their cleanups, and removes every session of the current user whose
+    shm_add_test() and every cleanup (theirs and shm_session_fixture()'s), and removes every session of the current user whose
     session id starts with <prefix> (default: ``SHMTRANSPORT_FIXTURES_SESSION_PREFIX``) and
     that no live process uses: sessions of tests since renamed or removed, or extra sessions
     a test derived from its own id. Sessions whose management segment does not record their
     id (C++ FairMQ ones) cannot be matched by prefix; the per-test cleanup covers those. Call
-    it before the first shm_add_test().
+    it before the first shm_add_test() or shm_session_fixture().
 
 Cache variables:
 
@@ -135,11 +135,18 @@ function(_shm_fixtures_claim_session caller session owner)
     set_property(GLOBAL PROPERTY "_SHMTRANSPORT_FIXTURES_SESSION:${session}" "${owner}")
 endfunction()
 
-# The shmmonitor arguments that select the shm directory, if one was chosen.
-function(_shm_fixtures_dir_args out shm_dir)
+# The shm directory of a test or fixture: its SHM_DIR, else SHMTRANSPORT_FIXTURES_SHM_DIR
+# (empty: none chosen, so $SHMTRANSPORT_SHM_DIR when ctest runs, or /dev/shm).
+function(_shm_fixtures_shm_dir out shm_dir)
     if(shm_dir STREQUAL "")
         set(shm_dir "${SHMTRANSPORT_FIXTURES_SHM_DIR}")
     endif()
+    set(${out} "${shm_dir}" PARENT_SCOPE)
+endfunction()
+
+# The shmmonitor arguments that select the shm directory, if one was chosen.
+function(_shm_fixtures_dir_args out shm_dir)
+    _shm_fixtures_shm_dir(shm_dir "${shm_dir}")
     if(shm_dir STREQUAL "")
         set(${out} "" PARENT_SCOPE)
     else()
@@ -155,7 +162,8 @@ function(_shm_fixtures_check_values caller missing)
 endfunction()
 
 # Adds the setup/cleanup pair of one session as tests <base>:shm-setup and <base>:shm-cleanup
-# (the session is claimed by the caller).
+# (the session is claimed by the caller), and records <base> so that a later shm_add_sweep(),
+# which could no longer order this cleanup before itself, fails.
 function(_shm_fixtures_add_pair base fixture session shm_dir force_cleanup)
     _shm_fixtures_dir_args(dir_args "${shm_dir}")
     set(cleanup_args "")
@@ -176,6 +184,7 @@ function(_shm_fixtures_add_pair base fixture session shm_dir force_cleanup)
     if(sweep)
         set_property(TEST "${base}:shm-cleanup" APPEND PROPERTY FIXTURES_REQUIRED "${sweep}")
     endif()
+    set_property(GLOBAL APPEND PROPERTY _SHMTRANSPORT_FIXTURES_TESTS "${base}")
 endfunction()
 
 function(shm_session_fixture fixture)
@@ -235,10 +244,7 @@ function(shm_add_test)
 
     string(REPLACE "@SHM_SESSION@" "${session}" command "${ARG_COMMAND}")
     set(environment "SHMTRANSPORT_SESSION=${session}")
-    set(shm_dir "${ARG_SHM_DIR}")
-    if(shm_dir STREQUAL "")
-        set(shm_dir "${SHMTRANSPORT_FIXTURES_SHM_DIR}")
-    endif()
+    _shm_fixtures_shm_dir(shm_dir "${ARG_SHM_DIR}")
     if(NOT shm_dir STREQUAL "")
         list(APPEND environment "SHMTRANSPORT_SHM_DIR=${shm_dir}")
     endif()
@@ -271,7 +277,6 @@ function(shm_add_test)
     if(ARG_WILL_FAIL)
         set_property(TEST "${ARG_NAME}" PROPERTY WILL_FAIL TRUE)
     endif()
-    set_property(GLOBAL APPEND PROPERTY _SHMTRANSPORT_FIXTURES_TESTS "${ARG_NAME}")
 endfunction()
 
 function(shm_add_sweep)
@@ -290,8 +295,9 @@ function(shm_add_sweep)
     get_property(tests GLOBAL PROPERTY _SHMTRANSPORT_FIXTURES_TESTS)
     if(tests)
         message(FATAL_ERROR
-            "shm_add_sweep: tests were added before it (${tests}); call shm_add_sweep() before "
-            "the first shm_add_test() so that it runs after all of them")
+            "shm_add_sweep: tests or fixtures were added before it (${tests}); call "
+            "shm_add_sweep() before the first shm_add_test() or shm_session_fixture() so that "
+            "it runs after all of them")
     endif()
     if(NOT DEFINED ARG_NAME)
         set(ARG_NAME "shm-sweep")

@@ -258,6 +258,10 @@ errors::configure() {
     errors::configure late_sweep "-DSHMTRANSPORT_SHMMONITOR=$monitor"
     [ "$status" -ne 0 ]
     [[ $message == *"call shm_add_sweep() before the first shm_add_test()"* ]]
+    # a fixture's cleanup could no longer be ordered before the sweep either
+    errors::configure late_sweep_fixture "-DSHMTRANSPORT_SHMMONITOR=$monitor"
+    [ "$status" -ne 0 ]
+    [[ $message == *"fixtures were added before it (shared)"* ]]
 }
 
 @test "shmmonitor is found on PATH, or named by a cache variable, or the error says how" {
