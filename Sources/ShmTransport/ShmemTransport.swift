@@ -105,7 +105,7 @@ extension Socket {
         return .transferred(total)
     }
 
-    func receiveShmem(into parts: inout [Message], single: Bool, timeout: Int) -> TransferResult {
+    func receiveShmem(into parts: inout [Message], single: Message?, timeout: Int) -> TransferResult {
         let socket: UnsafeMutableRawPointer
         do { socket = try open() } catch { return .error(error) }
         guard let shm = factory.shm else { return .error(TransportError(.unsupported, "not a shmem socket")) }
@@ -128,18 +128,12 @@ extension Socket {
             logger.debug("refused a metadata frame", metadata: ["error": "\(error)"])
             return .error(error)
         }
-        // Check every part before taking any, so a bad frame leaves nothing half-owned.
-        var blocks: [ShmBlock?] = []
-        blocks.reserveCapacity(descriptors.count)
-        for (index, descriptor) in descriptors.enumerated() {
-            if descriptor.isEmpty {
-                blocks.append(nil)
-                continue
-            }
+        // Check every part before taking any, so a bad frame leaves nothing half-owned. A valid
+        // block is exactly what its descriptor names, so the blocks are rebuilt from the descriptors.
+        for (index, descriptor) in descriptors.enumerated() where !descriptor.isEmpty {
             do {
-                let block = try shm.memory.validatedBlock(
+                _ = try shm.memory.validatedBlock(
                     segmentID: descriptor.segmentID, offset: descriptor.offset, size: descriptor.size)
-                blocks.append(block)
             } catch {
                 return .error(TransportError(
                     .invalidMetadata,
@@ -155,25 +149,20 @@ extension Socket {
                 }
             }
         }
-        if single && descriptors.count != 1 {
-            for block in blocks { if let block { shm.memory.release(block) } }
+        if single != nil && descriptors.count != 1 {
+            for descriptor in descriptors where !descriptor.isEmpty { shm.memory.release(descriptor.block) }
             return .error(TransportError(
                 .wrongPartCount,
                 "received a multipart message of \(descriptors.count) parts where one message was expected; it was freed. Receive it with receive(_ parts:)"))
         }
         var total = 0
-        for block in blocks {
-            let target: Message
-            if single {
-                target = parts[0]
-            } else {
-                target = factory.makeMessage()
-                parts.append(target)
-            }
-            guard let block else {
+        for descriptor in descriptors {
+            let target = nextTarget(single, &parts)
+            if descriptor.isEmpty {
                 target.install(.empty, base: nil, size: 0)
                 continue
             }
+            let block = descriptor.block
             var address = shm.memory.address(of: block)
             var owned = block
             if target.alignment > 16 && Int(bitPattern: address) % target.alignment != 0 {
@@ -194,6 +183,11 @@ extension Socket {
         }
         return .transferred(total)
     }
+}
+
+extension BlockDescriptor {
+    /// The block a (validated, non-empty) descriptor names.
+    var block: ShmBlock { ShmBlock(segmentID: segmentID, offset: offset, size: size) }
 }
 
 extension Message {

@@ -222,17 +222,18 @@ public final class Socket: @unchecked Sendable {
                 .invalidArgument,
                 "cannot receive into a message of another factory; make it with this socket's factory (factory.makeMessage())"))
         }
-        var parts: [Message] = [message]
-        let result = receive(into: &parts, single: true, timeout: timeout)
-        return result
+        var noParts: [Message] = []  // stays empty (an empty array allocates nothing)
+        return receive(into: &noParts, single: message, timeout: timeout)
     }
 
     /// Receives a multipart message, appending its parts to `parts`.
     public func receive(_ parts: inout [Message], timeout: Int = -1) -> TransferResult {
-        receive(into: &parts, single: false, timeout: timeout)
+        receive(into: &parts, single: nil, timeout: timeout)
     }
 
-    private func receive(into parts: inout [Message], single: Bool, timeout: Int) -> TransferResult {
+    /// Receives into `single` when it is given (a multipart message is then an error), else
+    /// appends every part to `parts`.
+    private func receive(into parts: inout [Message], single: Message?, timeout: Int) -> TransferResult {
         let result = factory.kind == .shmem
             ? receiveShmem(into: &parts, single: single, timeout: timeout)
             : receiveZeroMQ(into: &parts, single: single, timeout: timeout)
@@ -241,6 +242,15 @@ public final class Socket: @unchecked Sendable {
             bytesReceived += n
         }
         return result
+    }
+
+    /// The message the next received part goes into: `single` when receiving one message, else a
+    /// new message appended to `parts`.
+    func nextTarget(_ single: Message?, _ parts: inout [Message]) -> Message {
+        if let single { return single }
+        let target = factory.makeMessage()
+        parts.append(target)
+        return target
     }
 
     /// Receives one ZeroMQ frame into `frame` (initialised by the caller), waiting as asked.
@@ -342,7 +352,7 @@ public final class Socket: @unchecked Sendable {
         return .transferred(total)
     }
 
-    private func receiveZeroMQ(into parts: inout [Message], single: Bool, timeout: Int) -> TransferResult {
+    private func receiveZeroMQ(into parts: inout [Message], single: Message?, timeout: Int) -> TransferResult {
         let socket: UnsafeMutableRawPointer
         do { socket = try open() } catch { return .error(error) }
         let deadline = Deadline(timeoutMilliseconds: timeout)
@@ -360,7 +370,7 @@ public final class Socket: @unchecked Sendable {
                 return result
             }
             let more = zmq_msg_more(frame) != 0
-            if single && (more || index > 0) {
+            if single != nil && (more || index > 0) {
                 zmq_msg_close(frame)
                 frame.deallocate()
                 let dropped = drainMore(socket) + 1 + index
@@ -368,13 +378,7 @@ public final class Socket: @unchecked Sendable {
                     .wrongPartCount,
                     "received a multipart message (\(dropped) parts or more) where one message was expected; it was dropped. Receive it with receive(_ parts:)"))
             }
-            let target: Message
-            if single {
-                target = parts[0]
-            } else {
-                target = factory.makeMessage()
-                parts.append(target)
-            }
+            let target = nextTarget(single, &parts)
             if size == 0 {
                 zmq_msg_close(frame)
                 frame.deallocate()
