@@ -478,14 +478,14 @@ public final class SessionMemory: @unchecked Sendable {
     /// Never reads outside the segment.
     public func validatedBlock(segmentID: UInt16, offset: UInt64, size: UInt64) throws(ShmCoreError) -> ShmBlock {
         let heap = try segment(segmentID, create: false)
-        let name = segmentName(segmentID)
         let segmentSize = UInt64(heap.segmentSize)
         let heapStart = UInt64(heap.heapOffset)
+        // The object name is built only here: this check runs for every received message.
         func bad(_ why: String) -> ShmCoreError {
             ShmCoreError(
                 .invalidBlock,
                 "block at offset \(offset) size \(size) in segment \(segmentID) is invalid: \(why); the sender and this process disagree on the session's memory (mixed builds or a corrupted message)",
-                objectName: name)
+                objectName: segmentName(segmentID))
         }
         guard offset >= heapStart + 32, offset <= segmentSize, size <= segmentSize - offset else {
             throw bad("it does not lie inside the segment's heap (\(heapStart)..<\(segmentSize))")
