@@ -68,15 +68,15 @@ extension TransportFactory {
 }
 
 extension Socket {
-    func sendShmem(_ parts: [Message], timeout: Int) -> TransferResult {
+    func sendShmem(_ parts: some RandomAccessCollection<Message>, timeout: Int) -> TransferResult {
         let socket: UnsafeMutableRawPointer
         do { socket = try open() } catch { return .error(error) }
-        guard let shm = factory.shm else { return .error(TransportError(.unsupported, "not a shmem socket")) }
+        guard let shm = factory.shm else { preconditionFailure("sendShmem on a \(factory.kind) socket") }
         var total = 0
         for part in parts {
             switch part.storage {
             case .heap:
-                return .error(TransportError(.invalidArgument, "cannot send a zeromq message on a shmem socket"))
+                preconditionFailure("a zeromq message passed the transport check of a shmem socket")
             case .shm:
                 guard part.factory.shm?.shmNumber == shm.shmNumber else {
                     return .error(TransportError(
@@ -108,7 +108,7 @@ extension Socket {
     func receiveShmem(into parts: inout [Message], single: Message?, timeout: Int) -> TransferResult {
         let socket: UnsafeMutableRawPointer
         do { socket = try open() } catch { return .error(error) }
-        guard let shm = factory.shm else { return .error(TransportError(.unsupported, "not a shmem socket")) }
+        guard let shm = factory.shm else { preconditionFailure("receiveShmem on a \(factory.kind) socket") }
         var frame = zmq_msg_t()
         zmq_msg_init(&frame)
         defer { zmq_msg_close(&frame) }

@@ -183,15 +183,7 @@ public final class Socket: @unchecked Sendable {
     /// Sends one message. On success the payload belongs to the receiver and `message` is empty;
     /// on any other result `message` still owns its payload.
     public func send(_ message: Message, timeout: Int = -1) -> TransferResult {
-        guard message.factory.kind == factory.kind else {
-            return .error(TransportError(.invalidArgument, "cannot send a \(message.transport) message on a \(factory.kind) socket; make the message with this socket's factory"))
-        }
-        let result = factory.kind == .shmem ? sendShmem([message], timeout: timeout) : sendZeroMQ([message], timeout: timeout)
-        if case .transferred(let n) = result {
-            messagesSent += 1
-            bytesSent += n
-        }
-        return result
+        send(parts: CollectionOfOne(message), timeout: timeout)
     }
 
     /// Sends the parts as one multipart message (over `shmem`: one metadata frame). All or none
@@ -203,6 +195,11 @@ public final class Socket: @unchecked Sendable {
         guard parts.count <= MetadataCodec.maximumParts else {
             return .error(TransportError(.invalidArgument, "a multipart message holds at most \(MetadataCodec.maximumParts) parts; send \(parts.count) in several messages"))
         }
+        return send(parts: parts, timeout: timeout)
+    }
+
+    /// Both sends: checks that every part is of this socket's transport, sends, counts.
+    private func send(parts: some RandomAccessCollection<Message>, timeout: Int) -> TransferResult {
         for part in parts where part.factory.kind != factory.kind {
             return .error(TransportError(.invalidArgument, "cannot send a \(part.transport) message on a \(factory.kind) socket; make the message with this socket's factory"))
         }
@@ -327,29 +324,30 @@ public final class Socket: @unchecked Sendable {
 
     // MARK: zeromq transport
 
-    private func sendZeroMQ(_ parts: [Message], timeout: Int) -> TransferResult {
+    private func sendZeroMQ(_ parts: some RandomAccessCollection<Message>, timeout: Int) -> TransferResult {
         let socket: UnsafeMutableRawPointer
         do { socket = try open() } catch { return .error(error) }
-        let frames = UnsafeMutablePointer<zmq_msg_t>.allocate(capacity: parts.count)
-        defer { frames.deallocate() }
-        var total = 0
-        for (index, part) in parts.enumerated() {
-            var ok = true
-            switch part.storage {
-            case .empty: zmq_msg_init(frames + index)
-            case .heap(let payload): ok = payload.initialize(frames + index, size: part.size)
-            case .shm: ok = false
+        // On the stack for the usual few parts; withUnsafeTemporaryAllocation falls back to the heap for many.
+        return withUnsafeTemporaryAllocation(of: zmq_msg_t.self, capacity: parts.count) { buffer in
+            let frames = buffer.baseAddress!
+            var total = 0
+            for (index, part) in parts.enumerated() {
+                switch part.storage {
+                case .empty: zmq_msg_init(frames + index)
+                case .heap(let payload):
+                    guard payload.initialize(frames + index, size: part.size) else {
+                        for built in 0..<index { zmq_msg_close(frames + built) }
+                        return .error(zmqError("preparing part \(index + 1) for sending on \(name)"))
+                    }
+                case .shm: preconditionFailure("a shmem message passed the transport check of a zeromq socket")
+                }
+                total += part.size
             }
-            if !ok {
-                for built in 0..<index { zmq_msg_close(frames + built) }
-                return .error(zmqError("preparing part \(index + 1) for sending on \(name)"))
-            }
-            total += part.size
+            let result = sendFrames(frames, count: parts.count, socket: socket, deadline: Deadline(timeoutMilliseconds: timeout))
+            guard case .transferred = result else { return result }
+            for part in parts { part.markSent() }
+            return .transferred(total)
         }
-        let result = sendFrames(frames, count: parts.count, socket: socket, deadline: Deadline(timeoutMilliseconds: timeout))
-        guard case .transferred = result else { return result }
-        for part in parts { part.markSent() }
-        return .transferred(total)
     }
 
     private func receiveZeroMQ(into parts: inout [Message], single: Message?, timeout: Int) -> TransferResult {
