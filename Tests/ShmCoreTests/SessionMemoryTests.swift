@@ -53,7 +53,10 @@ struct SessionMemoryTests {
     func alignmentAndCoalescing() throws {
         let dir = try TmpfsDirectory()
         defer { #expect(dir.remove().isEmpty) }
-        let memory = try SessionMemory(testConfiguration("align", directory: dir, segmentSize: 64 << 20), logger: testLogger)
+        // No local cache: released small blocks must reach the heap, so that coalescing is exercised.
+        var config = testConfiguration("align", directory: dir, segmentSize: 64 << 20)
+        config.localCacheBytes = 0
+        let memory = try SessionMemory(config, logger: testLogger)
         defer { memory.detach() }
         let empty = memory.freeMemory(segmentID: 0)
         var blocks: [ShmBlock] = []
@@ -225,13 +228,18 @@ struct SessionMemoryTests {
     func repairRebuilds() throws {
         let dir = try TmpfsDirectory()
         defer { #expect(dir.remove().isEmpty) }
-        let memory = try SessionMemory(testConfiguration("repair", directory: dir, arenas: 1), logger: testLogger)
+        // No local cache: the released blocks must be real holes between used chunks.
+        var config = testConfiguration("repair", directory: dir, arenas: 1)
+        config.localCacheBytes = 0
+        let memory = try SessionMemory(config, logger: testLogger)
         defer { memory.detach() }
         let empty = memory.freeMemory(segmentID: 0)
         var blocks = try (0..<200).map { try memory.allocate(size: 16 + $0 * 37) }
+        let full = memory.freeMemory(segmentID: 0)
         for i in stride(from: 0, to: blocks.count, by: 3) { memory.release(blocks[i]) }
         blocks = blocks.enumerated().filter { $0.offset % 3 != 0 }.map(\.element)
         let free = memory.freeMemory(segmentID: 0)
+        #expect(free > full, "the released blocks are holes in the heap")
         // Scramble the free lists and counters as a holder killed mid-update could leave them.
         let heap = SegmentHeap(base: memory.address(of: blocks[0]) - Int(blocks[0].offset))
         let a = heap.arenaOffset(0)
