@@ -104,7 +104,7 @@ struct SessionMemoryTests {
         defer { #expect(dir.remove().isEmpty) }
         var config = testConfiguration("badalloc", directory: dir, segmentSize: 1 << 20, arenas: 1)
         let memory = try SessionMemory(config, logger: testLogger)
-        let big = try memory.allocate(size: 900_000)
+        _ = try memory.allocate(size: 900_000)
         let error = #expect(throws: ShmCoreError.self) { try memory.allocate(size: 200_000) }
         #expect(error?.code == .badAlloc)
         #expect(error?.message.contains("free memory") == true)
@@ -115,18 +115,23 @@ struct SessionMemoryTests {
         let retrying = try SessionMemory(config, logger: testLogger)
         let hog = try retrying.allocate(size: 900_000)
         let start = ContinuousClock.now
-        #expect(throws: ShmCoreError.self) { try retrying.allocate(size: 200_000) }
+        let exhausted = #expect(throws: ShmCoreError.self) { try retrying.allocate(size: 200_000) }
+        #expect(exhausted?.code == .badAlloc)
         #expect(ContinuousClock.now - start >= .milliseconds(40))
-        // Memory freed by another thread during the retries is found.
-        let freer = Thread { usleep(30_000); retrying.release(hog) }
-        freer.start()
-        config.badAlloc = .forever(intervalMilliseconds: 5)
-        let got = try retrying.allocate(size: 200_000)
-        retrying.release(got)
+        retrying.release(hog)
         retrying.detach()
-        _ = big
+        #expect(dir.entries().isEmpty)
 
+        config.badAlloc = .forever(intervalMilliseconds: 5)
         let forever = try SessionMemory(config, logger: testLogger)
+        // Memory freed by another thread while an allocation waits is found (the wait has no
+        // end, so the freer's timing does not matter).
+        let hog1 = try forever.allocate(size: 900_000)
+        let freer = Thread { usleep(30_000); forever.release(hog1) }
+        freer.start()
+        let got = try forever.allocate(size: 200_000)
+        #expect(got.size == 200_000)
+        forever.release(got)
         let hog2 = try forever.allocate(size: 900_000)
         let interrupter = Thread { usleep(50_000); forever.interrupt() }
         interrupter.start()
