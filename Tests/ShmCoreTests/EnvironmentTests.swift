@@ -21,13 +21,9 @@ struct EnvironmentTests {
         "a segment that does not fit a small tmpfs fails at creation with size wanted, space free and the fix, leaving nothing",
         .enabled(if: geteuid() == 0, "mounting a tmpfs needs root"))
     func smallTmpfs() throws {
-        var template = Array("/tmp/shmcore-tmpfs.XXXXXX".utf8CString)
-        guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
-            Issue.record("mkdtemp failed")
-            return
-        }
-        let mountPoint = String(cString: template.withUnsafeBufferPointer { $0.baseAddress! })
-        defer { rmdir(mountPoint) }
+        let mountDirectory = try ShmFixtureDirectory("shmcore-tmpfs")
+        let mountPoint = mountDirectory.path
+        defer { #expect(mountDirectory.remove().isEmpty) }
         let session = ShmFixtureDirectory.uniqueSession("tmpfs").rawValue
         // 8 MiB tmpfs: a 64 MiB segment must fail at creation, a 4 MiB one must work. The
         // directory comes from SHMTRANSPORT_SHM_DIR, as devices get it.
@@ -57,7 +53,7 @@ struct EnvironmentTests {
 
     @Test("shmmonitor --view and --list-all show session name, creator, attached processes and per-segment total/used/free")
     func monitorView() throws {
-        let dir = try TmpfsDirectory()
+        let dir = try ShmFixtureDirectory.onTmpfs()
         defer { #expect(dir.remove().isEmpty) }
         let config = testConfiguration("view", directory: dir, segmentSize: 8 << 20)
         let memory = try SessionMemory(config, logger: testLogger)
@@ -90,7 +86,7 @@ struct EnvironmentTests {
 
     @Test("noCleanup keeps the memory after the last process leaves; shmmonitor -c removes it")
     func noCleanup() throws {
-        let dir = try TmpfsDirectory()
+        let dir = try ShmFixtureDirectory.onTmpfs()
         defer { #expect(dir.remove().isEmpty) }
         var config = testConfiguration("keep", directory: dir, segmentSize: 4 << 20)
         config.noCleanup = true
@@ -116,7 +112,7 @@ struct EnvironmentTests {
 
     @Test("a registered segment removed by a process killed while cleaning up is recreated by the next device")
     func segmentRemovedByDyingLastProcess() throws {
-        let dir = try TmpfsDirectory()
+        let dir = try ShmFixtureDirectory.onTmpfs()
         defer { #expect(dir.remove().isEmpty) }
         var config = testConfiguration("dying", directory: dir, segmentSize: 4 << 20)
         config.noCleanup = true

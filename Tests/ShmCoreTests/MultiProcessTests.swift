@@ -98,7 +98,7 @@ struct MultiProcessTests {
         "N processes allocate, fill, hand over and free mixed-size blocks: never handed out twice, patterns intact, free memory back to its start",
         arguments: [(2, AllocationStrategy.rbtreeBestFit, 1), (4, .rbtreeBestFit, 1), (2, .simpleSeqFit, 5)])
     func handOver(workers: Int, strategy: AllocationStrategy, divisor: Int) throws {
-        let dir = try TmpfsDirectory()
+        let dir = try ShmFixtureDirectory.onTmpfs()
         defer { #expect(dir.remove().isEmpty) }
         var config = testConfiguration("handover", directory: dir, segmentSize: 64 << 20, strategy: strategy)
         config.allocationStrategy = strategy
@@ -137,7 +137,7 @@ struct MultiProcessTests {
 
     @Test("SIGKILL of random workers at random moments: survivors never stall over 1 s, the table drops the dead, cleanup leaves nothing")
     func crashTest() throws {
-        let dir = try TmpfsDirectory()
+        let dir = try ShmFixtureDirectory.onTmpfs()
         defer { #expect(dir.remove().isEmpty) }
         let workers = 4
         let config = testConfiguration("crash", directory: dir, segmentSize: 64 << 20)
@@ -215,7 +215,7 @@ struct MultiProcessTests {
 
     @Test("a process killed inside an allocator or session-lock update is repaired by the next locker", arguments: SessionMemory.CrashPoint.allCases)
     func killedHoldingLock(point: SessionMemory.CrashPoint) throws {
-        let dir = try TmpfsDirectory()
+        let dir = try ShmFixtureDirectory.onTmpfs()
         defer { #expect(dir.remove().isEmpty) }
         let config = testConfiguration("holder", directory: dir, segmentSize: 16 << 20, arenas: 1)
         let memory = try SessionMemory(config, logger: testLogger)
@@ -247,7 +247,7 @@ struct MultiProcessTests {
 
     @Test("many processes attaching at once: one creates, all register, the last one out removes everything")
     func concurrentAttach() throws {
-        let dir = try TmpfsDirectory()
+        let dir = try ShmFixtureDirectory.onTmpfs()
         defer { #expect(dir.remove().isEmpty) }
         let config = testConfiguration("race", directory: dir, segmentSize: 8 << 20)
         let control = "\(dir.path)/control"
@@ -267,7 +267,7 @@ struct MultiProcessTests {
 
     @Test("processes that create, attach and leave a session at the same moments never fail and leave nothing")
     func attachDetachChurn() throws {
-        let dir = try TmpfsDirectory()
+        let dir = try ShmFixtureDirectory.onTmpfs()
         defer { #expect(dir.remove().isEmpty) }
         let session = ShmFixtureDirectory.uniqueSession("churn").rawValue
         for _ in 0..<3 {
@@ -287,7 +287,7 @@ struct MultiProcessTests {
 
     @Test("the table records each process's Slurm job and step; a SIGKILLed creator is pruned and the session still ends cleanly")
     func slurmIdentityAndDeadCreator() throws {
-        let dir = try TmpfsDirectory()
+        let dir = try ShmFixtureDirectory.onTmpfs()
         defer { #expect(dir.remove().isEmpty) }
         let config = testConfiguration("slurm", directory: dir, segmentSize: 4 << 20)
         let id = ShmID(session: config.session)

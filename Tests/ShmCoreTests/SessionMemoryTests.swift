@@ -14,7 +14,7 @@ import Testing
 struct SessionMemoryTests {
     @Test("create, register, allocate, refcount, free, last one out removes everything", arguments: AllocationStrategy.allCases)
     func lifecycle(strategy: AllocationStrategy) throws {
-        let dir = try TmpfsDirectory()
+        let dir = try ShmFixtureDirectory.onTmpfs()
         defer { #expect(dir.remove().isEmpty) }
         let config = testConfiguration("life", directory: dir, strategy: strategy)
         let id = ShmID(session: config.session)
@@ -51,7 +51,7 @@ struct SessionMemoryTests {
 
     @Test("alignment up to 4 KiB and beyond, size 0, mixed sizes, coalescing back to one free chunk per arena")
     func alignmentAndCoalescing() throws {
-        let dir = try TmpfsDirectory()
+        let dir = try ShmFixtureDirectory.onTmpfs()
         defer { #expect(dir.remove().isEmpty) }
         // No local cache: released small blocks must reach the heap, so that coalescing is exercised.
         var config = testConfiguration("align", directory: dir, segmentSize: 64 << 20)
@@ -81,7 +81,7 @@ struct SessionMemoryTests {
 
     @Test("shrink in place returns the tail", arguments: AllocationStrategy.allCases)
     func shrink(strategy: AllocationStrategy) throws {
-        let dir = try TmpfsDirectory()
+        let dir = try ShmFixtureDirectory.onTmpfs()
         defer { #expect(dir.remove().isEmpty) }
         let memory = try SessionMemory(testConfiguration("shrink", directory: dir, strategy: strategy), logger: testLogger)
         defer { memory.detach() }
@@ -100,7 +100,7 @@ struct SessionMemoryTests {
 
     @Test("bad-alloc policies: throw at once, retry N times, forever until interrupted")
     func badAlloc() throws {
-        let dir = try TmpfsDirectory()
+        let dir = try ShmFixtureDirectory.onTmpfs()
         defer { #expect(dir.remove().isEmpty) }
         var config = testConfiguration("badalloc", directory: dir, segmentSize: 1 << 20, arenas: 1)
         let memory = try SessionMemory(config, logger: testLogger)
@@ -146,7 +146,7 @@ struct SessionMemoryTests {
 
     @Test("validatedBlock refuses what is not a live block, without reading out of bounds")
     func validation() throws {
-        let dir = try TmpfsDirectory()
+        let dir = try ShmFixtureDirectory.onTmpfs()
         defer { #expect(dir.remove().isEmpty) }
         let memory = try SessionMemory(testConfiguration("valid", directory: dir), logger: testLogger)
         defer { memory.detach() }
@@ -167,7 +167,7 @@ struct SessionMemoryTests {
 
     @Test("a foreign or newer management segment is refused with a clear error")
     func foreignLayout() throws {
-        let dir = try TmpfsDirectory()
+        let dir = try ShmFixtureDirectory.onTmpfs()
         defer { #expect(dir.remove().count == 1) }
         let config = testConfiguration("foreign", directory: dir)
         let name = "\(dir.path)/fmq_\(ShmID(session: config.session))_mng"
@@ -185,7 +185,7 @@ struct SessionMemoryTests {
 
     @Test("an attacher that finds the management segment still empty waits for its creator instead of failing")
     func emptyManagementSegmentIsWaitedFor() throws {
-        let dir = try TmpfsDirectory()
+        let dir = try ShmFixtureDirectory.onTmpfs()
         defer { #expect(dir.remove().isEmpty) }
         let config = testConfiguration("empty-mng", directory: dir, segmentSize: 4 << 20)
         // What an attacher sees between its creator's open(O_CREAT|O_EXCL) and posix_fallocate.
@@ -211,7 +211,7 @@ struct SessionMemoryTests {
 
     @Test("a session pre-created by a keep-alive process (raw segments, zero lock) is formatted by the first device")
     func keepAliveSession() throws {
-        let dir = try TmpfsDirectory()
+        let dir = try ShmFixtureDirectory.onTmpfs()
         defer { #expect(dir.remove().isEmpty) }
         let config = testConfiguration("keepalive", directory: dir, segmentSize: 4 << 20)
         let id = ShmID(session: config.session)
@@ -231,7 +231,7 @@ struct SessionMemoryTests {
 
     @Test("repair after a dead lock holder rebuilds the free lists from the chunk walk")
     func repairRebuilds() throws {
-        let dir = try TmpfsDirectory()
+        let dir = try ShmFixtureDirectory.onTmpfs()
         defer { #expect(dir.remove().isEmpty) }
         // No local cache: the released blocks must be real holes between used chunks.
         var config = testConfiguration("repair", directory: dir, arenas: 1)
@@ -262,7 +262,7 @@ struct SessionMemoryTests {
 extension SessionMemoryTests {
     @Test("a keep-alive pre-creates segments and checks them from outside without attaching")
     func preCreateAndInspect() throws {
-        let dir = try TmpfsDirectory()
+        let dir = try ShmFixtureDirectory.onTmpfs()
         defer { #expect(dir.remove().isEmpty) }
         let config = testConfiguration("inspect", directory: dir, segmentSize: 4 << 20)
         let missing = #expect(throws: ShmCoreError.self) { try SessionMemory.inspect(session: config.session, directory: dir.filePath) }
@@ -292,7 +292,7 @@ extension SessionMemoryTests {
 
     @Test("a block released by another attachment goes back to the shared heap, not to the releaser's cache")
     func handedOverBlocksAreNotCached() throws {
-        let dir = try TmpfsDirectory()
+        let dir = try ShmFixtureDirectory.onTmpfs()
         defer { #expect(dir.remove().isEmpty) }
         let config = testConfiguration("cache", directory: dir, segmentSize: 4 << 20)
         let sender = try SessionMemory(config, logger: testLogger)
@@ -319,7 +319,7 @@ extension SessionMemoryTests {
 
     @Test("zero and mlock on creation and on attach; heartbeats advance")
     func zeroMlockHeartbeat() throws {
-        let dir = try TmpfsDirectory()
+        let dir = try ShmFixtureDirectory.onTmpfs()
         defer { #expect(dir.remove().isEmpty) }
         var config = testConfiguration("zero", directory: dir, segmentSize: 1 << 20, arenas: 1)
         config.zeroSegmentOnCreation = true
@@ -351,7 +351,7 @@ extension SessionMemoryTests {
     }
 }
 
-func readRecord(dir: TmpfsDirectory, id: ShmID) throws -> ManagementRecord {
+func readRecord(dir: ShmFixtureDirectory, id: ShmID) throws -> ManagementRecord {
     let data = try Data(contentsOf: URL(fileURLWithPath: "\(dir.path)/fmq_\(id)_mng"))
     return try data.withUnsafeBytes { raw throws(ManagementRecord.DecodeFailure) in try ManagementRecord(bytes: raw) }
 }

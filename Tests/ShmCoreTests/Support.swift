@@ -10,36 +10,17 @@ import SystemPackage
 @preconcurrency import Glibc
 #endif
 
-/// A private directory on the real tmpfs (`/dev/shm/shmcore-test.XXXXXX`), so segments behave
-/// as in production (posix_fallocate, page cache); removed by ``remove()``, which first checks
-/// that the test left nothing in it.
-final class TmpfsDirectory: @unchecked Sendable {
-    let path: String
-
-    init() throws {
-        var template = Array("/dev/shm/shmcore-test.XXXXXX".utf8CString)
-        guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
-            throw ShmCoreError(.systemCall, "mkdtemp in /dev/shm failed", errno: errno)
-        }
-        path = String(cString: template.withUnsafeBufferPointer { $0.baseAddress! })
-    }
+extension ShmFixtureDirectory {
+    /// A private directory on the real tmpfs (`/dev/shm/shmcore-test.XXXXXX`), so segments
+    /// behave as in production (posix_fallocate, page cache).
+    static func onTmpfs() throws -> ShmFixtureDirectory { try ShmFixtureDirectory("shmcore-test", in: "/dev/shm") }
 
     var filePath: FilePath { FilePath(path) }
-
-    func entries() -> [String] { ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted() }
-
-    /// Removes the directory with whatever is left; returns what was left.
-    @discardableResult
-    func remove() -> [String] {
-        let left = entries()
-        try? FileManager.default.removeItem(atPath: path)
-        return left
-    }
 }
 
 /// A configuration for a unique session in `directory`.
 func testConfiguration(
-    _ label: String, directory: TmpfsDirectory, segmentSize: Int = 16 << 20, arenas: Int? = nil,
+    _ label: String, directory: ShmFixtureDirectory, segmentSize: Int = 16 << 20, arenas: Int? = nil,
     strategy: AllocationStrategy = .rbtreeBestFit
 ) -> SessionConfiguration {
     SessionConfiguration(

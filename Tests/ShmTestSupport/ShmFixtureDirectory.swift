@@ -6,17 +6,19 @@ import ShmCleanup
 #endif
 
 /// A private shm directory for one test: created empty, removed with everything in it by
-/// ``remove()``. Tests never touch `/dev/shm` itself.
+/// ``remove()``. Tests never touch `/dev/shm` itself, at most a directory of their own in it.
 public final class ShmFixtureDirectory: @unchecked Sendable {
     /// The directory path.
     public let path: String
 
-    /// Creates a fresh directory (under `$TMPDIR` or `/tmp`).
-    public init(_ label: String = "shmtest") throws {
-        let tmp = ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+    /// Creates a fresh directory `<parent>/<label>.XXXXXX`.
+    /// - Parameter parent: where to create it; nil: `$TMPDIR` or `/tmp`. Pass `/dev/shm` for
+    ///   objects that must behave as on the real tmpfs (posix_fallocate, page cache).
+    public init(_ label: String = "shmtest", in parent: String? = nil) throws {
+        let tmp = parent ?? ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
         var template = Array("\(tmp.hasSuffix("/") ? String(tmp.dropLast()) : tmp)/\(label).XXXXXX".utf8CString)
         guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
-            throw ShmCleanupError(.systemCall, "mkdtemp failed", errno: errno)
+            throw ShmCleanupError(.systemCall, "mkdtemp in \(tmp) failed", errno: errno)
         }
         self.path = String(cString: template.withUnsafeBufferPointer { $0.baseAddress! })
     }
@@ -62,9 +64,13 @@ public final class ShmFixtureDirectory: @unchecked Sendable {
         ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted()
     }
 
-    /// Removes the directory and everything in it.
-    public func remove() {
+    /// Removes the directory and everything in it; returns what was left in it, so that a test
+    /// can check it cleaned up (`defer { #expect(dir.remove().isEmpty) }`).
+    @discardableResult
+    public func remove() -> [String] {
+        let left = entries()
         try? FileManager.default.removeItem(atPath: path)
+        return left
     }
 
     /// A unique session id for one test.
