@@ -1,4 +1,5 @@
 import CZeroMQ
+import Synchronization
 
 #if canImport(Glibc)
 @preconcurrency import Glibc
@@ -33,12 +34,17 @@ final class ZmqContext: @unchecked Sendable {
 
 /// Wakes blocked transfers: a pipe whose read end every blocking poll also watches, plus a flag.
 /// While interrupted, the pipe holds a byte, so every wait returns at once.
-final class Interrupter: @unchecked Sendable {
+///
+/// Transfers read only the flag (one atomic load per attempt). `interrupt` and `resume` change
+/// the flag and the pipe's byte together under a mutex, so the byte is there exactly while the
+/// flag is set; a waiter that read the flag just before an interrupt still wakes on the byte.
+final class Interrupter: Sendable {
     /// The read end, watched by `zmq_poll`.
     let fd: Int32
     private let writeEnd: Int32
-    private let lock = NSLockLike()
-    private var interrupted = false
+    private let interrupted = Atomic<Bool>(false)
+    /// Serialises interrupt and resume (flag and pipe byte change as one step).
+    private let transition = Mutex(())
 
     init() throws(TransportError) {
         var ends: [Int32] = [0, 0]
@@ -58,39 +64,24 @@ final class Interrupter: @unchecked Sendable {
         close(writeEnd)
     }
 
-    var isInterrupted: Bool { lock.withLock { interrupted } }
+    var isInterrupted: Bool { interrupted.load(ordering: .acquiring) }
 
     func interrupt() {
-        lock.withLock {
-            guard !interrupted else { return }
-            interrupted = true
+        transition.withLock { _ in
+            guard !interrupted.load(ordering: .relaxed) else { return }
+            interrupted.store(true, ordering: .releasing)
             var one: UInt8 = 1
             _ = write(writeEnd, &one, 1)
         }
     }
 
     func resume() {
-        lock.withLock {
-            guard interrupted else { return }
-            interrupted = false
+        transition.withLock { _ in
+            guard interrupted.load(ordering: .relaxed) else { return }
+            interrupted.store(false, ordering: .releasing)
             var byte: UInt8 = 0
             while read(fd, &byte, 1) == 1 {}
         }
-    }
-}
-
-/// A small pthread mutex with a closure-scoped lock (no Foundation in the library).
-final class NSLockLike: @unchecked Sendable {
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    init() { pthread_mutex_init(mutex, nil) }
-    deinit {
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-    }
-    func withLock<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return try body()
     }
 }
 
