@@ -130,6 +130,10 @@ extension Socket {
         }
         // Check every part before taking any, so a bad frame leaves nothing half-owned. A valid
         // block is exactly what its descriptor names, so the blocks are rebuilt from the descriptors.
+        // A frame may name 65535 parts: duplicates are found through a table (index of the first
+        // part naming each block), not by comparing every pair.
+        var firstPart: [BlockKey: Int] = [:]
+        if descriptors.count > 1 { firstPart.reserveCapacity(descriptors.count) }
         for (index, descriptor) in descriptors.enumerated() where !descriptor.isEmpty {
             do {
                 _ = try shm.memory.validatedBlock(
@@ -140,9 +144,8 @@ extension Socket {
                     "metadata part \(index + 1) of \(descriptors.count) names no valid block (\(error.message)); the peer may use another session or transport"))
             }
             if descriptors.count > 1 {
-                for earlier in 0..<index where !descriptors[earlier].isEmpty
-                    && descriptors[earlier].segmentID == descriptor.segmentID && descriptors[earlier].offset == descriptor.offset
-                {
+                let key = BlockKey(segmentID: descriptor.segmentID, offset: descriptor.offset)
+                if let earlier = firstPart.updateValue(index, forKey: key) {
                     return .error(TransportError(
                         .invalidMetadata,
                         "metadata parts \(earlier + 1) and \(index + 1) name the same block; a block has one owner, so the frame is corrupt"))
@@ -183,6 +186,12 @@ extension Socket {
         }
         return .transferred(total)
     }
+}
+
+/// What identifies a block in a metadata frame (two parts with the same key are one block).
+private struct BlockKey: Hashable {
+    let segmentID: UInt16
+    let offset: UInt64
 }
 
 extension BlockDescriptor {

@@ -190,6 +190,41 @@ import Testing
         #expect(fixture.finish() == [])
     }
 
+    /// A frame naming one block in two parts is refused, naming both parts, and takes nothing; a
+    /// frame of 65535 parts (all empty but the same block twice, at the ends) is refused the same way.
+    @Test func duplicateBlocksAreRefused() throws {
+        let fixture = try TransportFixture(.shmem, "dup")
+        do {
+            let factory = try fixture.makeFactory()
+            let raw = try TransportFactory(.zeromq, configuration: fixture.configuration(), logger: testLogger)
+            let receiver = try factory.makeSocket(.pair)
+            let sender = try raw.makeSocket(.pair)
+            try sender.connect(try receiver.bind(fixture.endpoint(.ipc, "dup")))
+            let first = try patterned(factory, size: 100, index: 1)
+            let second = try patterned(factory, size: 200, index: 2)
+            let a = BlockDescriptor(segmentID: 0, offset: first.shmBlock!.offset, size: 100)
+            let b = BlockDescriptor(segmentID: 0, offset: second.shmBlock!.offset, size: 200)
+            let maximum = MetadataCodec.maximumParts
+            let cases: [(parts: [BlockDescriptor], named: String)] = [
+                ([a, .empty, b, a], "parts 1 and 4 name the same block"),
+                ([b, a, b], "parts 1 and 3 name the same block"),
+                ([a] + Array(repeating: .empty, count: maximum - 2) + [a], "parts 1 and \(maximum) name the same block"),
+            ]
+            for (parts, named) in cases {
+                let frame = MetadataCodec.encode(shmID: factory.shmID.number, parts: parts)
+                #expect(sender.send(try frame.withUnsafeBytes { try raw.makeMessage(copying: $0) }, timeout: 5000) == .transferred(frame.count))
+                var received: [Message] = []
+                guard case .error(let error) = receiver.receive(&received, timeout: 5000) else {
+                    Issue.record("a frame naming a block twice was accepted: \(named)")
+                    continue
+                }
+                #expect(error.code == .invalidMetadata && error.message.contains(named), "\(error)")
+                #expect(received.isEmpty && first.referenceCount == 1 && second.referenceCount == 1)
+            }
+        }
+        #expect(fixture.finish() == [])
+    }
+
     /// A zeromq peer talking to a shmem socket, or a shmem peer of another session: refused with
     /// an error that says so, and the socket keeps working.
     @Test func mismatchedPeersAreNamed() throws {
