@@ -7,10 +7,11 @@
 /// A holder killed by SIGKILL leaves the mutex to the kernel's robust-futex list; the next
 /// `pthread_mutex_lock` returns `EOWNERDEAD`, the new holder repairs what the mutex guards
 /// and calls `pthread_mutex_consistent`. A repairer that dies is itself seen as a dead owner.
-enum RobustMutex {
+/// (SPI so that the test worker's control object uses the same locks.)
+@_spi(Testing) public enum RobustMutex {
     /// Initialises a mutex in place. The corresponding C function is `pthread_mutex_init`.
     /// - Returns: 0 or the error number.
-    static func initialise(_ mutex: UnsafeMutablePointer<pthread_mutex_t>) -> Int32 {
+    public static func initialise(_ mutex: UnsafeMutablePointer<pthread_mutex_t>) -> Int32 {
         var attributes = pthread_mutexattr_t()
         pthread_mutexattr_init(&attributes)
         defer { pthread_mutexattr_destroy(&attributes) }
@@ -24,8 +25,8 @@ enum RobustMutex {
     /// Locks; calls `repair` (with the lock held) when the previous holder died, then marks
     /// the mutex consistent. The corresponding C function is `pthread_mutex_lock`.
     /// - Returns: 0 or the error number (only `ENOTRECOVERABLE` in practice).
-    @discardableResult
-    static func lock(_ mutex: UnsafeMutablePointer<pthread_mutex_t>, repair: () -> Void) -> Int32 {
+    @inline(__always) @discardableResult
+    public static func lock(_ mutex: UnsafeMutablePointer<pthread_mutex_t>, repair: () -> Void) -> Int32 {
         let rc = pthread_mutex_lock(mutex)
         if rc == EOWNERDEAD {
             repair()

@@ -119,20 +119,15 @@ struct SegmentHeap: @unchecked Sendable {
 
     /// Locks an arena; rebuilds it first when the previous holder died holding the lock.
     @inline(__always) func lock(arena: Int) {
-        let rc = pthread_mutex_lock(mutex(arena))
-        if rc != 0 { recoverLock(arena: arena, rc: rc) }
+        let rc = RobustMutex.lock(mutex(arena)) { repair(arena: arena) }
+        if rc != 0 { lockFailed(arena: arena, rc: rc) }
     }
 
     @inline(__always) func unlock(arena: Int) {
         pthread_mutex_unlock(mutex(arena))
     }
 
-    @inline(never) func recoverLock(arena: Int, rc: Int32) {
-        if rc == EOWNERDEAD {
-            repair(arena: arena)
-            pthread_mutex_consistent(mutex(arena))
-            return
-        }
+    @inline(never) private func lockFailed(arena: Int, rc: Int32) -> Never {
         fatalError("cannot lock arena \(arena) of a shared memory segment: pthread_mutex_lock returned \(rc); the segment is damaged, clean the session (shmmonitor -c -s <session>)")
     }
 

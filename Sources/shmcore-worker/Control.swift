@@ -1,4 +1,5 @@
 import Atomics
+@_spi(Testing) import ShmCore
 
 #if canImport(Glibc)
 @preconcurrency import Glibc
@@ -44,12 +45,7 @@ struct Control: @unchecked Sendable {
         base.storeBytes(of: UInt32(workers), toByteOffset: 16, as: UInt32.self)
         base.storeBytes(of: UInt64(segmentSize), toByteOffset: 24, as: UInt64.self)
         for i in 0..<maxWorkers {
-            var attributes = pthread_mutexattr_t()
-            pthread_mutexattr_init(&attributes)
-            pthread_mutexattr_setpshared(&attributes, Int32(PTHREAD_PROCESS_SHARED))
-            pthread_mutexattr_setrobust(&attributes, Int32(PTHREAD_MUTEX_ROBUST))
-            pthread_mutex_init(control.inboxMutex(i), &attributes)
-            pthread_mutexattr_destroy(&attributes)
+            guard RobustMutex.initialise(control.inboxMutex(i)) == 0 else { return nil }
         }
         base.storeBytes(of: magic, toByteOffset: 0, as: UInt64.self)
         return control
@@ -87,7 +83,7 @@ struct Control: @unchecked Sendable {
     /// because the tail is stored last).
     func withInbox<T>(_ i: Int, _ body: () -> T) -> T {
         let m = inboxMutex(i)
-        if pthread_mutex_lock(m) == EOWNERDEAD { pthread_mutex_consistent(m) }
+        RobustMutex.lock(m) {}
         defer { pthread_mutex_unlock(m) }
         return body()
     }
