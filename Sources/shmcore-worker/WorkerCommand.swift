@@ -134,7 +134,7 @@ struct Run: ParsableCommand {
         var worker = Worker(memory: memory, control: ctl, index: index, maxSize: maxSize,
                             rng: Xorshift(seed: seed == 0 ? UInt64(getpid()) &* 0x9E37_79B9 : seed))
         let code = worker.loop(quota: blocks)
-        print("worker \(index) pid \(getpid()) produced \(worker.produced) received \(worker.received) maxgap_ms \(worker.maxGapNanos / 1_000_000) badalloc \(worker.badAllocs)")
+        print("worker \(index) pid \(getpid()) created \(memory.createdSession ? 1 : 0) slot \(memory.processSlot) produced \(worker.produced) received \(worker.received) maxgap_ms \(worker.maxGapNanos / 1_000_000) badalloc \(worker.badAllocs)")
         fflush(nil)
         memory.detach()
         if code != 0 { throw ExitCode(code) }

@@ -257,10 +257,20 @@ struct MultiProcessTests {
             try WorkerProcess(
                 index: $0, arguments: workerArguments(config, control: control, index: $0, blocks: 2000, strategy: .rbtreeBestFit))
         }
+        // Every worker stays attached until all have stopped producing, so all eight are
+        // attached at once: exactly one created the session, and their slots differ.
+        var creators = 0
+        var slots: [Int] = []
         for child in children {
             let result = child.wait()
             #expect(result.status == 0, "\(result.stderr)")
+            let fields = result.stdout.split(whereSeparator: \.isWhitespace)
+            if let i = fields.firstIndex(of: "created"), i + 1 < fields.count, let n = Int(fields[i + 1]) { creators += n }
+            if let i = fields.firstIndex(of: "slot"), i + 1 < fields.count, let n = Int(fields[i + 1]) { slots.append(n) }
         }
+        #expect(creators == 1)
+        #expect(slots.count == children.count)
+        #expect(Set(slots).count == children.count, "slots \(slots)")
         try FileManager.default.removeItem(atPath: control)
         #expect(dir.entries().isEmpty)
     }
