@@ -228,6 +228,10 @@ struct MultiProcessTests {
         let block = try memory.allocate(size: 300)
         memory.release(block)
         #expect(memory.attachedProcesses() == [getpid()])
+        // The session-lock repair freed the entry the dead process was claiming.
+        let states = try readLockAndEntryStates(dir: dir, id: ShmID(session: config.session)).entries
+        #expect(!states.contains(ManagementLayout.ProcessEntry.claiming), "entries \(states.filter { $0 != 0 })")
+        #expect(states.filter { $0 == ManagementLayout.ProcessEntry.attached }.count == 1)
         #expect(memory.verifySegment(0) == nil)
         if point != .sessionLockClaiming {
             #expect(memory.repairCount(segmentID: 0) >= 1)

@@ -222,7 +222,10 @@ struct SessionMemoryTests {
         let fd = open("\(dir.path)/fmq_\(id)_m_0", O_CREAT | O_RDWR, 0o600)
         #expect(posix_fallocate(fd, 0, 4 << 20) == 0)
         close(fd)
+        #expect(try readLockAndEntryStates(dir: dir, id: id).lockState == ManagementLayout.LockState.uninitialised)
         let memory = try SessionMemory(config, logger: testLogger)
+        // The device initialised the session lock the keep-alive left zero.
+        #expect(try readLockAndEntryStates(dir: dir, id: id).lockState == ManagementLayout.LockState.ready)
         let block = try memory.allocate(size: 1000)
         memory.release(block)
         #expect(memory.verifySegment(0) == nil)
@@ -354,4 +357,20 @@ extension SessionMemoryTests {
 func readRecord(dir: ShmFixtureDirectory, id: ShmID) throws -> ManagementRecord {
     let data = try Data(contentsOf: URL(fileURLWithPath: "\(dir.path)/fmq_\(id)_mng"))
     return try data.withUnsafeBytes { raw throws(ManagementRecord.DecodeFailure) in try ManagementRecord(bytes: raw) }
+}
+
+/// What the decoded record does not show, read from the management segment's bytes: the
+/// header's `lockState` and the `state` of every process-table entry (free ones included).
+func readLockAndEntryStates(dir: ShmFixtureDirectory, id: ShmID) throws -> (lockState: UInt32, entries: [UInt32]) {
+    let data = try Data(contentsOf: URL(fileURLWithPath: "\(dir.path)/fmq_\(id)_mng"))
+    return data.withUnsafeBytes { raw in
+        typealias H = ManagementLayout.Header
+        let table = Int(raw.load(fromByteOffset: H.processTableOffset, as: UInt64.self))
+        let capacity = Int(raw.load(fromByteOffset: H.processCapacity, as: UInt32.self))
+        let stride = Int(raw.load(fromByteOffset: H.processEntrySize, as: UInt32.self))
+        let entries = (0..<capacity).map {
+            raw.load(fromByteOffset: table + $0 * stride + ManagementLayout.ProcessEntry.state, as: UInt32.self)
+        }
+        return (raw.load(fromByteOffset: H.lockState, as: UInt32.self), entries)
+    }
 }
