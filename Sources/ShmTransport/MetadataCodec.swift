@@ -1,3 +1,5 @@
+import ShmCleanup
+
 /// One message as a metadata frame names it: where its payload lies in the session's memory.
 public struct BlockDescriptor: Sendable, Hashable {
     /// The managed segment holding the payload.
@@ -107,27 +109,27 @@ public enum MetadataCodec {
         guard frame.count >= headerSize else {
             throw invalid("metadata frame of \(frame.count) bytes is shorter than the \(headerSize)-byte header; \(mismatch)")
         }
-        let magicRead = UInt32(littleEndian: frame.loadUnaligned(fromByteOffset: 0, as: UInt32.self))
+        let magicRead = frame.littleEndian(UInt32.self, at: 0)
         guard magicRead == magic else {
             throw invalid(
                 "metadata frame does not start with the shmem magic (found 0x\(String(magicRead, radix: 16))); \(mismatch)")
         }
-        let versionRead = UInt16(littleEndian: frame.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
+        let versionRead = frame.littleEndian(UInt16.self, at: 4)
         guard versionRead == version else {
             throw invalid(
                 "metadata frame has version \(versionRead), this build reads version \(version); run the same ShmTransport version on both peers")
         }
-        let count = Int(UInt16(littleEndian: frame.loadUnaligned(fromByteOffset: 6, as: UInt16.self)))
+        let count = Int(frame.littleEndian(UInt16.self, at: 6))
         guard count >= 1 else { throw invalid("metadata frame names 0 parts; a message has at least one part") }
         let needed = headerSize + partSize * count
         guard frame.count >= needed else {
             throw invalid(
                 "metadata frame of \(frame.count) bytes is too short for its \(count) parts (needs \(needed)); the frame was truncated or \(mismatch)")
         }
-        let shmID = UInt64(littleEndian: frame.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+        let shmID = frame.littleEndian(UInt64.self, at: 8)
         guard shmID == expectedShmID else {
             throw invalid(
-                "metadata frame comes from session shmId \(hex(shmID)), this socket's session is \(hex(expectedShmID)); give both peers the same session (SHMTRANSPORT_SESSION) and shm directory")
+                "metadata frame comes from session shmId \(ShmID(number: shmID)), this socket's session is \(ShmID(number: expectedShmID)); give both peers the same session (SHMTRANSPORT_SESSION) and shm directory")
         }
         for index in needed..<frame.count where frame[index] != 0 {
             throw invalid("metadata frame has a non-zero byte at \(index) in its padding; the frame is corrupt or \(mismatch)")
@@ -136,12 +138,12 @@ public enum MetadataCodec {
         parts.reserveCapacity(count)
         for index in 0..<count {
             let at = headerSize + partSize * index
-            let offset = UInt64(littleEndian: frame.loadUnaligned(fromByteOffset: at, as: UInt64.self))
-            let size = UInt64(littleEndian: frame.loadUnaligned(fromByteOffset: at + 8, as: UInt64.self))
-            let segment = UInt16(littleEndian: frame.loadUnaligned(fromByteOffset: at + 16, as: UInt16.self))
-            let region = UInt16(littleEndian: frame.loadUnaligned(fromByteOffset: at + 18, as: UInt16.self))
-            let flags = UInt16(littleEndian: frame.loadUnaligned(fromByteOffset: at + 20, as: UInt16.self))
-            let reserved = UInt16(littleEndian: frame.loadUnaligned(fromByteOffset: at + 22, as: UInt16.self))
+            let offset = frame.littleEndian(UInt64.self, at: at)
+            let size = frame.littleEndian(UInt64.self, at: at + 8)
+            let segment = frame.littleEndian(UInt16.self, at: at + 16)
+            let region = frame.littleEndian(UInt16.self, at: at + 18)
+            let flags = frame.littleEndian(UInt16.self, at: at + 20)
+            let reserved = frame.littleEndian(UInt16.self, at: at + 22)
             let what = "part \(index + 1) of \(count)"
             guard reserved == 0 else { throw invalid("metadata \(what) has a non-zero reserved field; the frame is corrupt or \(mismatch)") }
             guard flags & ~flagEmpty == 0 else {
@@ -169,9 +171,11 @@ public enum MetadataCodec {
     }
 
     static func invalid(_ message: String) -> TransportError { TransportError(.invalidMetadata, message) }
+}
 
-    static func hex(_ value: UInt64) -> String {
-        let digits = String(value, radix: 16)
-        return String(repeating: "0", count: max(0, 8 - digits.count)) + digits
+extension UnsafeRawBufferPointer {
+    /// The little-endian integer at `offset` (any alignment).
+    fileprivate func littleEndian<T: FixedWidthInteger & BitwiseCopyable>(_: T.Type, at offset: Int) -> T {
+        T(littleEndian: loadUnaligned(fromByteOffset: offset, as: T.self))
     }
 }

@@ -37,6 +37,7 @@ import Testing
         ("zeroParts", "names 0 parts"),
         ("truncated", "too short for its 2 parts"),
         ("session", "same session"),
+        ("session", "from session shmId 00000063"),
         ("padding", "non-zero byte at"),
         ("reserved", "non-zero reserved field"),
         ("flags", "unknown flags"),
