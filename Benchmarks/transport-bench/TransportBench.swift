@@ -78,7 +78,7 @@ struct TransportBench: ParsableCommand {
         print("|---|---:|---:|---:|---:|---:|")
         var rates: [String: Double] = [:]
         for kind in transports.split(separator: ",").map(String.init) {
-            let (seconds, _) = try runSampler(TransportKind(rawValue: kind)!)
+            let seconds = try runSampler(TransportKind(rawValue: kind)!)
             let rate = Double(messages) / seconds
             rates[kind] = rate
             let gib = rate * Double(size) / Double(1 << 30)
@@ -91,7 +91,7 @@ struct TransportBench: ParsableCommand {
     }
 
     /// Sends warmup + messages; returns the sink's timed seconds.
-    func runSampler(_ kind: TransportKind) throws -> (Double, Int) {
+    func runSampler(_ kind: TransportKind) throws -> Double {
         let session = try SessionID("bench-\(getpid())-\(kind)")
         let logger = Logger(label: "transport-bench")
         let factory = try TransportFactory(kind, configuration: makeConfiguration(session: session), logger: logger)
@@ -134,7 +134,7 @@ struct TransportBench: ParsableCommand {
         guard sink.terminationStatus == 0, let seconds = Double(reply.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") else {
             throw ValidationError("\(kind): the sink failed (status \(sink.terminationStatus)): \(reply)")
         }
-        return (seconds, messages)
+        return seconds
     }
 
     func runSink(connect: String) throws {

@@ -11,7 +11,6 @@ import Synchronization
 /// lives as long as any message or any in-flight ZeroMQ frame retains the object.
 final class HeapPayload: @unchecked Sendable {
     let base: UnsafeMutableRawPointer
-    let capacity: Int
     let handles = Atomic<Int>(1)
     private let received: UnsafeMutablePointer<zmq_msg_t>?
 
@@ -25,7 +24,6 @@ final class HeapPayload: @unchecked Sendable {
                 errno: rc)
         }
         base = pointer
-        capacity = size
         received = nil
     }
 
@@ -33,7 +31,6 @@ final class HeapPayload: @unchecked Sendable {
     init(received frame: UnsafeMutablePointer<zmq_msg_t>) {
         self.received = frame
         base = zmq_msg_data(frame)!
-        capacity = zmq_msg_size(frame)
     }
 
     deinit {
