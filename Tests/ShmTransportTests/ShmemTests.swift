@@ -285,17 +285,18 @@ import Testing
 
     /// FairMQ's ZeroingAndMlock tests: with zero + mlock on creation, a new message reads back as
     /// zeros; with zero + mlock on every attach, it does even where an earlier process's message
-    /// wrote before it was freed.
+    /// wrote before it was freed. A fresh segment reads as zeros anyway, so the test also checks
+    /// that the factory handed the flags to the session's memory.
     @Test(arguments: [true, false])
     func zeroingAndMlock(_ onCreation: Bool) throws {
         let fixture = try TransportFixture(.shmem, "zero")
         do {
-            let first = try fixture.makeFactory(segmentSize: 4 << 20)
-            if onCreation {
-                _ = first  // the session exists already: use a fresh one below
-            } else {
+            var first: TransportFactory?  // on attach: an earlier process that dirties the segment
+            if !onCreation {
+                let earlier = try fixture.makeFactory(segmentSize: 4 << 20)
+                first = earlier
                 var dirty: [Message] = []  // dirty the whole segment, then free it
-                while let message = try? first.makeMessage(size: 16_384) {
+                while let message = try? earlier.makeMessage(size: 16_384) {
                     message.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 0xAB) }
                     dirty.append(message)
                 }
@@ -304,7 +305,6 @@ import Testing
             }
             var configuration = fixture.configuration(segmentSize: 4 << 20)
             if onCreation {
-                configuration.session = ShmFixtureDirectory.uniqueSession("t-zero-new")
                 configuration.zeroSegmentOnCreation = true
                 configuration.mlockSegmentOnCreation = true
             } else {
@@ -312,8 +312,12 @@ import Testing
                 configuration.mlockSegmentOnAttach = true
             }
             let factory = try TransportFactory(.shmem, configuration: configuration, logger: testLogger)
+            let session = try #require(factory.sessionMemory).configuration
+            #expect(session.zeroSegmentOnCreation == onCreation && session.mlockSegmentOnCreation == onCreation)
+            #expect(session.zeroSegmentOnAttach == !onCreation && session.mlockSegmentOnAttach == !onCreation)
             let message = try factory.makeMessage(size: 10_000)
             #expect(message.withUnsafeBytes { $0.allSatisfy { $0 == 0 } })
+            withExtendedLifetime(first) {}  // attached until here, so the segment above was attached, not created
         }
         #expect(fixture.finish() == [])
     }
