@@ -87,7 +87,9 @@ extension Socket {
             }
             total += part.size
         }
-        // The frame lives on the stack; libzmq stores small frames inline, so a send allocates nothing.
+        // The zmq_msg_t lives on the stack, but libzmq keeps only frames of up to 33 bytes inline
+        // (max_vsm_size on 64-bit) and a frame here is at least 40 (16 + 24 per part), so
+        // zmq_msg_init_size mallocs the frame's bytes once per send. The payload never moves.
         var frame = zmq_msg_t()
         let size = MetadataCodec.encodedSize(partCount: parts.count, minimumSize: factory.configuration.metadataMessageSize)
         guard zmq_msg_init_size(&frame, size) == 0 else { return .error(zmqError("allocating a metadata frame")) }
