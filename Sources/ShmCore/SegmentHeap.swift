@@ -330,13 +330,6 @@ struct SegmentHeap: @unchecked Sendable {
         insertFree(arena: arena, chunk: r, size: rs)
     }
 
-    /// Payload bytes a used block can hold.
-    func capacity(payload: Int) -> Int {
-        let h = payload - B.headerSize
-        let c = payload - Int(u32(h + B.chunkDelta))
-        return c + Int(truncatingIfNeeded: u64(c) & ~C.usedBit) - payload
-    }
-
     // MARK: Recovery
 
     /// Rebuilds an arena after its lock holder died: walks the chunks in address order by their

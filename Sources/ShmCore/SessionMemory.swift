@@ -37,7 +37,6 @@ public final class SessionMemory: @unchecked Sendable {
     /// Futex word: 1 while interrupted.
     private let interruptWord: UnsafeMutablePointer<UInt32>
     private let ownSegmentID: UInt16
-    private let preferredArena: Int
     private let cache: LocalCache
     /// This process's mark on blocks in its local cache (process slot + 1).
     private let cacheOwner: UInt16
@@ -134,7 +133,6 @@ public final class SessionMemory: @unchecked Sendable {
         }
         self.processSlot = slot
         self.createdSession = mng.created
-        self.preferredArena = slot
         self.cacheOwner = UInt16(slot + 1)
         self.allocatedMark = UInt16(slot + 1) | 0x8000
         self.state = Mutex(State(management: mng))
@@ -338,7 +336,7 @@ public final class SessionMemory: @unchecked Sendable {
         let need = SegmentHeap.chunkSize(size: size, alignment: alignment)
         let smallArena = heap.arenaRange(1)
         let small = need <= (smallArena.end - smallArena.start) / 8
-        let own = preferredArena % (n - 1)
+        let own = processSlot % (n - 1)  // spread processes over the small-block arenas
         for k in 0..<n {
             let arena = small ? (k < n - 1 ? 1 + (own + k) % (n - 1) : 0) : k
             if let p = heap.allocate(arena: arena, size: size, alignment: alignment) { return marked(heap, p) }

@@ -33,7 +33,6 @@ struct Control: @unchecked Sendable {
     static func size(segmentSize: Int) -> Int { bitmapOffset + (segmentSize / 16 + 7) / 8 + 64 }
 
     let base: UnsafeMutableRawPointer
-    let size: Int
 
     static func create(path: String, workers: Int, segmentSize: Int) -> Control? {
         let size = size(segmentSize: segmentSize)
@@ -41,7 +40,7 @@ struct Control: @unchecked Sendable {
         guard fd >= 0, posix_fallocate(fd, 0, off_t(size)) == 0 else { return nil }
         defer { close(fd) }
         guard let base = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), base != MAP_FAILED else { return nil }
-        let control = Control(base: base, size: size)
+        let control = Control(base: base)
         base.storeBytes(of: UInt32(workers), toByteOffset: 16, as: UInt32.self)
         base.storeBytes(of: UInt64(segmentSize), toByteOffset: 24, as: UInt64.self)
         for i in 0..<maxWorkers {
@@ -61,7 +60,7 @@ struct Control: @unchecked Sendable {
             return nil
         }
         guard base.load(as: UInt64.self) == magic else { return nil }
-        return Control(base: base, size: Int(st.st_size))
+        return Control(base: base)
     }
 
     func a32(_ o: Int) -> UnsafeAtomic<UInt32> { UnsafeAtomic(at: (base + o).assumingMemoryBound(to: UnsafeAtomic<UInt32>.Storage.self)) }
@@ -70,7 +69,6 @@ struct Control: @unchecked Sendable {
     var stop: UnsafeAtomic<UInt32> { a32(8) }
     var stopped: UnsafeAtomic<UInt32> { a32(12) }
     var workers: Int { Int(base.load(fromByteOffset: 16, as: UInt32.self)) }
-    var segmentSize: Int { Int(base.load(fromByteOffset: 24, as: UInt64.self)) }
     func progress(_ i: Int) -> UnsafeAtomic<UInt64> { a64(64 + 64 * i) }
     func lastProgress(_ i: Int) -> UnsafeAtomic<UInt64> { a64(64 + 64 * i + 8) }
 

@@ -17,7 +17,6 @@ final class WorkerProcess: @unchecked Sendable {
     let output = Pipe()
     let errors = Pipe()
     let index: Int
-    let started = Date()
 
     init(index: Int, arguments: [String]) throws {
         self.index = index
@@ -100,8 +99,7 @@ struct MultiProcessTests {
     func handOver(workers: Int, strategy: AllocationStrategy, divisor: Int) throws {
         let dir = try ShmFixtureDirectory.onTmpfs()
         defer { #expect(dir.remove().isEmpty) }
-        var config = testConfiguration("handover", directory: dir, segmentSize: 64 << 20, strategy: strategy)
-        config.allocationStrategy = strategy
+        let config = testConfiguration("handover", directory: dir, segmentSize: 64 << 20, strategy: strategy)
         let memory = try SessionMemory(config, logger: testLogger)
         let empty = memory.freeMemory(segmentID: 0)
         let control = "\(dir.path)/control"
