@@ -75,26 +75,15 @@ public final class SessionMemory: @unchecked Sendable {
         self.logger = logger
         self.directory = try Directory(configuration.directory)
         self.ownSegmentID = configuration.segmentID
-        self.bases = .allocate(capacity: 1 << 16)
-        self.bases.initialize(repeating: UnsafeAtomic<UInt>.Storage(0), count: 1 << 16)
-        self.interruptWord = .allocate(capacity: 1)
-        self.interruptWord.initialize(to: 0)
         self.cache = LocalCache(
             limitBytes: max(0, configuration.localCacheBytes ?? min(configuration.segmentSize / 16, 16 << 20)))
 
         let mngName = ShmObjectName(id, .management).fileName
         var attached: (ManagementSegment, Int)?
         for _ in 0..<50 {
-            let mng: ManagementSegment
-            do {
-                mng = try ManagementSegment.createOrAttach(
-                    name: mngName, session: configuration.session, directory: directory,
-                    noCleanup: configuration.noCleanup, logger: logger)
-            } catch {
-                bases.deallocate()
-                interruptWord.deallocate()
-                throw error
-            }
+            let mng = try ManagementSegment.createOrAttach(
+                name: mngName, session: configuration.session, directory: directory,
+                noCleanup: configuration.noCleanup, logger: logger)
             let dir = directory
             let segmentID = configuration.segmentID
             let shmID = id
@@ -106,18 +95,11 @@ public final class SessionMemory: @unchecked Sendable {
                 let heap = SegmentHeap(base: object.base)
                 if heap.isFormatted && heap.segmentSize == object.size { heap.reclaimCached(owner: UInt16(slot + 1)) }
             }
-            let slot: Int?
-            do {
-                slot = try mng.withLock { () throws(ShmCoreError) -> Int? in
-                    // The last process out unlinks under this lock: if the name is gone, start again.
-                    guard mng.object.isLinked(in: dir) else { return nil }
-                    mng.pruneDead()
-                    return try mng.register(segmentID: segmentID)
-                }
-            } catch {
-                bases.deallocate()
-                interruptWord.deallocate()
-                throw error
+            let slot = try mng.withLock { () throws(ShmCoreError) -> Int? in
+                // The last process out unlinks under this lock: if the name is gone, start again.
+                guard mng.object.isLinked(in: dir) else { return nil }
+                mng.pruneDead()
+                return try mng.register(segmentID: segmentID)
             }
             if let slot {
                 attached = (mng, slot)
@@ -125,12 +107,15 @@ public final class SessionMemory: @unchecked Sendable {
             }
         }
         guard let (mng, slot) = attached else {
-            bases.deallocate()
-            interruptWord.deallocate()
             throw ShmCoreError(
                 .notReady, "could not attach '\(mngName)': it was removed 50 times while attaching; check for a cleanup loop",
                 objectName: mngName)
         }
+        // Allocated only now that nothing can throw before `deinit` owns them.
+        self.bases = .allocate(capacity: 1 << 16)
+        self.bases.initialize(repeating: UnsafeAtomic<UInt>.Storage(0), count: 1 << 16)
+        self.interruptWord = .allocate(capacity: 1)
+        self.interruptWord.initialize(to: 0)
         self.processSlot = slot
         self.createdSession = mng.created
         self.cacheOwner = UInt16(slot + 1)
