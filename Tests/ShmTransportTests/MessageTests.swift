@@ -25,8 +25,7 @@ import Testing
 
     @Test(arguments: transports, [0, 2048])
     func resize(_ kind: TransportKind, _ metadataMessageSize: Int) throws {
-        let fixture = try TransportFixture(kind, "resize")
-        do {
+        try withFixture(kind, "resize") { fixture in
             let link = try Link(fixture, metadataMessageSize: metadataMessageSize)
             let message = try textMessage(link.factory, "123456")
             #expect(message.size == 6)
@@ -49,13 +48,11 @@ import Testing
             #expect(link.a.receive(empty, timeout: 5000) == .transferred(0))
             #expect(empty.isEmpty)
         }
-        #expect(fixture.finish() == [])
     }
 
     @Test(arguments: transports)
     func rebuild(_ kind: TransportKind) throws {
-        let fixture = try TransportFixture(kind, "rebuild")
-        do {
+        try withFixture(kind, "rebuild") { fixture in
             let link = try Link(fixture)
             let message = try textMessage(link.factory, "first")
             try message.rebuild(size: 1000)
@@ -70,13 +67,11 @@ import Testing
             received.rebuild()
             #expect(received.isEmpty && received.size == 0 && received.data == nil)
         }
-        #expect(fixture.finish() == [])
     }
 
     @Test(arguments: transports, [64, 4096])
     func alignment(_ kind: TransportKind, _ alignment: Int) throws {
-        let fixture = try TransportFixture(kind, "align")
-        do {
+        try withFixture(kind, "align") { fixture in
             let link = try Link(fixture)
             func aligned(_ message: Message) -> Bool { message.data.map { Int(bitPattern: $0) % alignment == 0 } ?? false }
             let message = try patterned(link.factory, size: 100, index: 1, alignment: alignment)
@@ -97,13 +92,11 @@ import Testing
             #expect(link.b.receive(strong, timeout: 5000) == .transferred(77))
             #expect(aligned(strong) && strong.withUnsafeBytes { checkPattern($0, message: 2, part: 0) })
         }
-        #expect(fixture.finish() == [])
     }
 
     @Test(arguments: transports)
     func emptyMessages(_ kind: TransportKind) throws {
-        let fixture = try TransportFixture(kind, "empty")
-        do {
+        try withFixture(kind, "empty") { fixture in
             let link = try Link(fixture)
             let empty = link.factory.makeMessage()
             #expect(empty.isEmpty && empty.data == nil && empty.size == 0 && empty.referenceCount == 0)
@@ -122,13 +115,11 @@ import Testing
             #expect(link.b.receive(&got, timeout: 5000) == .transferred(1))
             #expect(got.map(\.size) == [0, 1, 0] && got[0].isEmpty && got[2].isEmpty && got[1].text == "x")
         }
-        #expect(fixture.finish() == [])
     }
 
     @Test(arguments: transports)
     func zeroCopyReferenceCounts(_ kind: TransportKind) throws {
-        let fixture = try TransportFixture(kind, "zc")
-        do {
+        try withFixture(kind, "zc") { fixture in
             let link = try Link(fixture)
             let original = try patterned(link.factory, size: 4096, index: 5)
             #expect(original.referenceCount == 1)
@@ -156,13 +147,11 @@ import Testing
                 #expect(original.referenceCount == 1 && received.referenceCount == 1)
             }
         }
-        #expect(fixture.finish() == [])
     }
 
     @Test(arguments: transports)
     func sendFailureKeepsOwnership(_ kind: TransportKind) throws {
-        let fixture = try TransportFixture(kind, "own")
-        do {
+        try withFixture(kind, "own") { fixture in
             let factory = try fixture.makeFactory()
             let push = try factory.makeSocket(.push)
             let message = try patterned(factory, size: 10_000, index: 9)
@@ -193,13 +182,11 @@ import Testing
             #expect(pull.receive(received, timeout: 5000) == .transferred(10_000))
             #expect(received.withUnsafeBytes { checkPattern($0, message: 9, part: 0) })
         }
-        #expect(fixture.finish() == [])
     }
 
     @Test(arguments: transports)
     func multipartIntoSingleReceiveIsAnError(_ kind: TransportKind) throws {
-        let fixture = try TransportFixture(kind, "mp1")
-        do {
+        try withFixture(kind, "mp1") { fixture in
             let link = try Link(fixture)
             #expect(link.a.send([try textMessage(link.factory, "a"), try textMessage(link.factory, "b")]) == .transferred(2))
             let single = link.factory.makeMessage()
@@ -218,7 +205,6 @@ import Testing
             #expect(link.a.send(try textMessage(link.factory, "c")) == .transferred(1))
             #expect(link.b.receive(single, timeout: 5000) == .transferred(1) && single.text == "c")
         }
-        #expect(fixture.finish() == [])
     }
 }
 
@@ -226,8 +212,7 @@ import Testing
 @Suite struct SocketBehaviourTests {
     @Test(arguments: transports)
     func timeouts(_ kind: TransportKind) throws {
-        let fixture = try TransportFixture(kind, "tmo")
-        do {
+        try withFixture(kind, "tmo") { fixture in
             let factory = try fixture.makeFactory()
             let pull = try factory.makeSocket(.pull)
             try pull.bind(fixture.endpoint(.inproc, "t"))
@@ -245,13 +230,11 @@ import Testing
             #expect(push.send(try textMessage(factory, "x"), timeout: 200) == .timeout)
             #expect(push.send([try textMessage(factory, "x"), try textMessage(factory, "y")], timeout: 0) == .timeout)
         }
-        #expect(fixture.finish() == [])
     }
 
     @Test(arguments: transports)
     func interruptFromAnotherThread(_ kind: TransportKind) throws {
-        let fixture = try TransportFixture(kind, "intr")
-        do {
+        try withFixture(kind, "intr") { fixture in
             let factory = try fixture.makeFactory()
             let pull = try factory.makeSocket(.pull)
             let address = try pull.bind(fixture.endpoint(.inproc, "i"))
@@ -272,13 +255,11 @@ import Testing
             let message = factory.makeMessage()
             #expect(pull.receive(message, timeout: 1000) == .transferred(5) && message.text == "after")
         }
-        #expect(fixture.finish() == [])
     }
 
     @Test(arguments: transports)
     func socketOptions(_ kind: TransportKind) throws {
-        let fixture = try TransportFixture(kind, "opt")
-        do {
+        try withFixture(kind, "opt") { fixture in
             let factory = try fixture.makeFactory()
             let socket = try factory.makeSocket(.push)
             #expect(try socket.option(.linger) == 0)  // the fixture's default
@@ -295,13 +276,11 @@ import Testing
             #expect(throws: (any Error).self) { () throws in try socket.option(.linger) }
             #expect(socket.send(factory.makeMessage()) == .error(TransportError(.closed, "socket \(socket.name) is closed; make a new socket")))
         }
-        #expect(fixture.finish() == [])
     }
 
     @Test(arguments: transports)
     func poller(_ kind: TransportKind) throws {
-        let fixture = try TransportFixture(kind, "poll")
-        do {
+        try withFixture(kind, "poll") { fixture in
             let factory = try fixture.makeFactory()
             var pulls: [Socket] = []
             var pushes: [Socket] = []
@@ -326,16 +305,14 @@ import Testing
             #expect(try byIndex.poll(timeout: 2000))
             #expect(byIndex.checkInput(2) && !byIndex.checkInput(0) && !byIndex.checkInput(1))
         }
-        #expect(fixture.finish() == [])
     }
 
     @Test func pubSubRefusedOverShmem() throws {
         guard transports.contains(.shmem) else { return }
-        let fixture = try TransportFixture(.shmem, "pubsub")
-        do {
+        try withFixture(.shmem, "pubsub") { fixture in
             let factory = try fixture.makeFactory()
             for type in [SocketType.pub, .sub] {
-                do {
+                do throws(TransportError) {
                     _ = try factory.makeSocket(type)
                     Issue.record("\(type) was accepted on shmem")
                 } catch {
@@ -344,12 +321,10 @@ import Testing
                 }
             }
         }
-        #expect(fixture.finish() == [])
     }
 
     @Test func pubSubOverZeroMQ() throws {
-        let fixture = try TransportFixture(.zeromq, "pubsubz")
-        do {
+        try withFixture(.zeromq, "pubsubz") { fixture in
             let factory = try fixture.makeFactory()
             let pub = try factory.makeSocket(.pub)
             let sub = try factory.makeSocket(.sub)
@@ -362,25 +337,22 @@ import Testing
             }
             #expect(received == .transferred(4) && message.text == "news")
         }
-        #expect(fixture.finish() == [])
     }
 
     @Test func badArguments() throws {
-        let fixture = try TransportFixture(.zeromq, "args")
-        do {
+        try withFixture(.zeromq, "args") { fixture in
             let factory = try fixture.makeFactory()
             #expect(throws: (any Error).self) { () throws in try factory.makeMessage(size: -1) }
             #expect(throws: (any Error).self) { () throws in try factory.makeMessage(size: 10, alignment: 3) }
             let socket = try factory.makeSocket(.pair)
-            do {
+            do throws(TransportError) {
                 try socket.bind("udp://x")
                 Issue.record("udp accepted")
             } catch { #expect(error.message.contains("ipc://PATH, tcp://HOST:PORT or inproc://NAME")) }
-            do {
+            do throws(TransportError) {
                 try socket.bind("ipc:///tmp/" + String(repeating: "x", count: 120))
                 Issue.record("long ipc path accepted")
             } catch { #expect(error.message.contains("107")) }
         }
-        #expect(fixture.finish() == [])
     }
 }

@@ -12,8 +12,7 @@ let transports: [TransportKind] = TransportKind.allCases
 
     @Test(arguments: transports, EndpointKind.allCases)
     func twoThreads(_ kind: TransportKind, _ endpointKind: EndpointKind) throws {
-        let fixture = try TransportFixture(kind, "pat")
-        do {
+        try withFixture(kind, "pat") { fixture in
             let factory = try fixture.makeFactory()
             for (index, (server, client)) in Self.patterns.enumerated() {
                 for parts in [1, 3] {
@@ -23,7 +22,6 @@ let transports: [TransportKind] = TransportKind.allCases
                 }
             }
         }
-        #expect(fixture.finish() == [])
     }
 
     /// `server` binds and receives (rep: and replies); `client` connects on another thread and sends.
@@ -109,14 +107,12 @@ let transports: [TransportKind] = TransportKind.allCases
 
     @Test(arguments: transports, [EndpointKind.ipc, .tcp])
     func twoProcesses(_ kind: TransportKind, _ endpointKind: EndpointKind) throws {
-        let fixture = try TransportFixture(kind, "xp")
-        do {
+        try withFixture(kind, "xp") { fixture in
             let factory = try fixture.makeFactory()  // attaches (and so keeps) the session first
             for (number, item) in Self.cases.enumerated() {
                 try run(item, number: number, factory: factory, fixture: fixture, endpointKind: endpointKind)
             }
         }
-        #expect(fixture.finish() == [])
     }
 
     func run(_ item: Case, number: Int, factory: TransportFactory, fixture: TransportFixture, endpointKind: EndpointKind) throws {

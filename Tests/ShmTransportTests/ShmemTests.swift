@@ -18,8 +18,7 @@ import Testing
     /// its reference count shared with the sender's copy; a write through the sender's copy after
     /// the transfer is seen by the receiver; the segment holds one 64 MiB block, not two.
     @Test func zeroCopy64MiBInProcess() throws {
-        let fixture = try TransportFixture(.shmem, "zc64")
-        do {
+        try withFixture(.shmem, "zc64") { fixture in
             let factory = try fixture.makeFactory(segmentSize: 256 << 20)
             let memory = try #require(factory.sessionMemory)
             let empty = memory.freeMemory(segmentID: 0)
@@ -45,15 +44,13 @@ import Testing
             senderCopy.withUnsafeMutableBytes { fillPattern($0, message: 64, part: 0) }
             #expect(received.withUnsafeBytes { checkPattern($0, message: 64, part: 0) })
         }
-        #expect(fixture.finish() == [])
     }
 
     /// The same across two processes: `transport-peer` writes a 64 MiB message and keeps a copy;
     /// here it arrives at the offset the peer reported, inside our mapping of the segment, with a
     /// reference count of 2 (the peer's copy and ours) that drops to 1 when the peer lets go.
     @Test func zeroCopy64MiBAcrossProcesses() throws {
-        let fixture = try TransportFixture(.shmem, "zc64x")
-        do {
+        try withFixture(.shmem, "zc64x") { fixture in
             let factory = try fixture.makeFactory(segmentSize: 256 << 20)
             let memory = try #require(factory.sessionMemory)
             let pull = try factory.makeSocket(.pull)
@@ -79,7 +76,6 @@ import Testing
             #expect(status == 0, "\(stderr)")
             #expect(received.referenceCount == 1)
         }
-        #expect(fixture.finish() == [])
     }
 
     /// 100,000 random and mutated metadata frames thrown at a receiving shmem socket. Four real
@@ -90,8 +86,7 @@ import Testing
     /// each block's count is exactly 1 again, so nothing was taken twice or leaked; at the end
     /// the segment is whole.
     @Test func fuzzReceivingSocket() throws {
-        let fixture = try TransportFixture(.shmem, "fuzz")
-        do {
+        try withFixture(.shmem, "fuzz") { fixture in
             let factory = try fixture.makeFactory(segmentSize: 32 << 20)
             let memory = try #require(factory.sessionMemory)
             let raw = try TransportFactory(.zeromq, configuration: fixture.configuration(), logger: testLogger)
@@ -187,14 +182,12 @@ import Testing
             #expect(memory.freeMemory(segmentID: 0) == memory.heapSize(segmentID: 0))
             #expect(memory.verifySegment(0) == nil)
         }
-        #expect(fixture.finish() == [])
     }
 
     /// A frame naming one block in two parts is refused, naming both parts, and takes nothing; a
     /// frame of 65535 parts (all empty but the same block twice, at the ends) is refused the same way.
     @Test func duplicateBlocksAreRefused() throws {
-        let fixture = try TransportFixture(.shmem, "dup")
-        do {
+        try withFixture(.shmem, "dup") { fixture in
             let factory = try fixture.makeFactory()
             let raw = try TransportFactory(.zeromq, configuration: fixture.configuration(), logger: testLogger)
             let receiver = try factory.makeSocket(.pair)
@@ -222,7 +215,6 @@ import Testing
                 #expect(received.isEmpty && first.referenceCount == 1 && second.referenceCount == 1)
             }
         }
-        #expect(fixture.finish() == [])
     }
 
     /// A zeromq peer talking to a shmem socket, or a shmem peer of another session: refused with
@@ -265,8 +257,7 @@ import Testing
 
     /// Failed sends keep the block with the sender; dropping it frees it: the segment is whole again.
     @Test func failedSendsLeakNothing() throws {
-        let fixture = try TransportFixture(.shmem, "leak")
-        do {
+        try withFixture(.shmem, "leak") { fixture in
             let factory = try fixture.makeFactory()
             let memory = try #require(factory.sessionMemory)
             let push = try factory.makeSocket(.push)
@@ -280,7 +271,6 @@ import Testing
             }
             #expect(memory.freeMemory(segmentID: 0) == memory.heapSize(segmentID: 0))
         }
-        #expect(fixture.finish() == [])
     }
 
     /// FairMQ's ZeroingAndMlock tests: with zero + mlock on creation, a new message reads back as
@@ -289,8 +279,7 @@ import Testing
     /// that the factory handed the flags to the session's memory.
     @Test(arguments: [true, false])
     func zeroingAndMlock(_ onCreation: Bool) throws {
-        let fixture = try TransportFixture(.shmem, "zero")
-        do {
+        try withFixture(.shmem, "zero") { fixture in
             var first: TransportFactory?  // on attach: an earlier process that dirties the segment
             if !onCreation {
                 let earlier = try fixture.makeFactory(segmentSize: 4 << 20)
@@ -319,17 +308,15 @@ import Testing
             #expect(message.withUnsafeBytes { $0.allSatisfy { $0 == 0 } })
             withExtendedLifetime(first) {}  // attached until here, so the segment above was attached, not created
         }
-        #expect(fixture.finish() == [])
     }
 
     /// A full segment: an immediate, explaining bad-alloc by default; with retry-forever, an
     /// interrupt from another thread ends the wait.
     @Test func badAlloc() throws {
-        let fixture = try TransportFixture(.shmem, "balloc")
-        do {
+        try withFixture(.shmem, "balloc") { fixture in
             let factory = try fixture.makeFactory(segmentSize: 4 << 20)
             #expect(throws: (any Error).self) { () throws in try factory.makeMessage(size: 8 << 20) }
-            do {
+            do throws(TransportError) {
                 _ = try factory.makeMessage(size: 8 << 20)
             } catch {
                 #expect(error.code == .badAlloc && error.message.contains("segment"))
@@ -354,6 +341,5 @@ import Testing
             let fits = try patient.makeMessage(size: 3 << 20)
             #expect(fits.size == 3 << 20)
         }
-        #expect(fixture.finish() == [])
     }
 }

@@ -4,6 +4,7 @@ import ShmCleanup
 import ShmTestSupport
 import ShmTransport
 import SystemPackage
+import Testing
 
 #if canImport(Glibc)
 @preconcurrency import Glibc
@@ -78,6 +79,16 @@ final class TransportFixture: @unchecked Sendable {
     }
 }
 
+/// Runs `body` with a new fixture, then expects that it left no shm objects behind. Whatever
+/// `body` made is gone once it returns, so the check sees every factory of the test released.
+func withFixture(
+    _ kind: TransportKind, _ label: String, sourceLocation: SourceLocation = #_sourceLocation,
+    _ body: (TransportFixture) throws -> Void
+) throws {
+    let fixture = try TransportFixture(kind, label)
+    try body(fixture)
+    #expect(fixture.finish() == [], "shm objects left behind", sourceLocation: sourceLocation)
+}
 
 /// A message of `size` bytes holding the pattern of (index, part).
 func patterned(_ factory: TransportFactory, size: Int, index: Int, part: Int = 0, alignment: Int = 0) throws -> Message {
