@@ -16,19 +16,8 @@ final class ShmemState: @unchecked Sendable {
     let shmNumber: UInt64
 
     init(_ configuration: TransportConfiguration, logger: Logger) throws(TransportError) {
-        var session = SessionConfiguration(session: configuration.session)
-        session.directory = configuration.shmDirectory
-        session.segmentSize = configuration.segmentSize
-        session.segmentID = configuration.segmentID
-        session.allocationStrategy = configuration.allocationStrategy
-        session.badAlloc = configuration.badAlloc
-        session.zeroSegmentOnCreation = configuration.zeroSegmentOnCreation
-        session.mlockSegmentOnCreation = configuration.mlockSegmentOnCreation
-        session.zeroSegmentOnAttach = configuration.zeroSegmentOnAttach
-        session.mlockSegmentOnAttach = configuration.mlockSegmentOnAttach
-        session.noCleanup = configuration.noCleanup
         do {
-            memory = try SessionMemory(session, logger: logger)
+            memory = try SessionMemory(configuration.sessionConfiguration, logger: logger)
         } catch {
             throw TransportError(.sharedMemory, "cannot attach the shared memory of session '\(configuration.session)': \(error)")
         }

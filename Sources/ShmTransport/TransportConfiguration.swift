@@ -46,20 +46,24 @@ public struct TransportConfiguration: Sendable {
     /// Linger of new sockets in milliseconds (FairMQ: 1000); -1 = wait for ever on close.
     public var defaultLinger: Int
 
+    /// ShmCore's defaults (FairMQ's), which the shared-memory arguments below take. Session and
+    /// directory are given so that building it reads no environment; their defaults are read per call.
+    @usableFromInline static let sessionDefaults = SessionConfiguration(session: .default, directory: FilePath("/"))
+
     /// Creates a configuration; every argument has FairMQ's default.
     public init(
         session: SessionID = (try? SessionID.fromEnvironment()) ?? .default,
         shmDirectory: FilePath = SessionScanner.defaultDirectory,
-        segmentSize: Int = 2 << 30,
-        segmentID: UInt16 = 0,
-        allocationStrategy: AllocationStrategy = .rbtreeBestFit,
-        badAlloc: BadAllocPolicy = .throwImmediately,
+        segmentSize: Int = sessionDefaults.segmentSize,
+        segmentID: UInt16 = sessionDefaults.segmentID,
+        allocationStrategy: AllocationStrategy = sessionDefaults.allocationStrategy,
+        badAlloc: BadAllocPolicy = sessionDefaults.badAlloc,
         metadataMessageSize: Int = 0,
-        zeroSegmentOnCreation: Bool = false,
-        mlockSegmentOnCreation: Bool = false,
-        zeroSegmentOnAttach: Bool = false,
-        mlockSegmentOnAttach: Bool = false,
-        noCleanup: Bool = false,
+        zeroSegmentOnCreation: Bool = sessionDefaults.zeroSegmentOnCreation,
+        mlockSegmentOnCreation: Bool = sessionDefaults.mlockSegmentOnCreation,
+        zeroSegmentOnAttach: Bool = sessionDefaults.zeroSegmentOnAttach,
+        mlockSegmentOnAttach: Bool = sessionDefaults.mlockSegmentOnAttach,
+        noCleanup: Bool = sessionDefaults.noCleanup,
         ioThreads: Int = 1,
         defaultLinger: Int = 1000
     ) {
@@ -77,5 +81,16 @@ public struct TransportConfiguration: Sendable {
         self.noCleanup = noCleanup
         self.ioThreads = ioThreads
         self.defaultLinger = defaultLinger
+    }
+}
+
+extension TransportConfiguration {
+    /// What a `shmem` factory asks ShmCore for.
+    var sessionConfiguration: SessionConfiguration {
+        SessionConfiguration(
+            session: session, directory: shmDirectory, segmentSize: segmentSize, segmentID: segmentID,
+            allocationStrategy: allocationStrategy, badAlloc: badAlloc,
+            zeroSegmentOnCreation: zeroSegmentOnCreation, mlockSegmentOnCreation: mlockSegmentOnCreation,
+            zeroSegmentOnAttach: zeroSegmentOnAttach, mlockSegmentOnAttach: mlockSegmentOnAttach, noCleanup: noCleanup)
     }
 }
