@@ -238,7 +238,8 @@ struct SegmentHeap: @unchecked Sendable {
     }
 
     /// Allocates in one arena; returns the payload offset, or nil when the arena has no room.
-    func allocate(arena: Int, size: Int, alignment: Int) -> Int? {
+    /// - Parameter owner: the block header's `cacheOwner` (0: nobody's).
+    func allocate(arena: Int, size: Int, alignment: Int, owner: UInt16) -> Int? {
         let need = Self.chunkSize(size: size, alignment: alignment)
         lock(arena: arena)
         defer { unlock(arena: arena) }
@@ -265,7 +266,7 @@ struct SegmentHeap: @unchecked Sendable {
         atomic32(h + B.refCount).store(1, ordering: .relaxed)
         setU32(h + B.chunkDelta, UInt32(payload - c))
         base.storeBytes(of: UInt16(arena), toByteOffset: h + B.arena, as: UInt16.self)
-        base.storeBytes(of: UInt16(0), toByteOffset: h + B.cacheOwner, as: UInt16.self)
+        base.storeBytes(of: owner, toByteOffset: h + B.cacheOwner, as: UInt16.self)
         return payload
     }
 

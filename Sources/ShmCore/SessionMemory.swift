@@ -148,6 +148,16 @@ public final class SessionMemory: @unchecked Sendable {
         return UnsafeMutableRawPointer(bitPattern: raw)
     }
 
+    /// The base of a segment, mapping it first when a peer's block names one not mapped yet;
+    /// nil when it is not part of the session.
+    @inline(__always) private func mappedBase(_ segmentID: UInt16) -> UnsafeMutableRawPointer? {
+        base(segmentID) ?? mapForBlock(segmentID)
+    }
+
+    @inline(never) private func mapForBlock(_ segmentID: UInt16) -> UnsafeMutableRawPointer? {
+        (try? segment(segmentID, create: false))?.base
+    }
+
     /// Maps a segment (creating it when `create` and it is not registered yet).
     private func segment(_ segmentID: UInt16, create: Bool, size: Int? = nil) throws(ShmCoreError) -> SegmentHeap {
         if let b = base(segmentID) { return SegmentHeap(base: b) }
@@ -306,25 +316,19 @@ public final class SessionMemory: @unchecked Sendable {
         return try allocateSlowly(heap, size: size, alignment: align)
     }
 
-    /// Marks a block as allocated by this process: only such blocks go to its local cache when
-    /// it releases them, so blocks handed to other processes return to the shared heap.
-    @inline(__always) private func marked(_ heap: SegmentHeap, _ payload: Int) -> Int {
-        heap.base.storeBytes(
-            of: allocatedMark, toByteOffset: payload - SegmentLayout.Block.headerSize + SegmentLayout.Block.cacheOwner,
-            as: UInt16.self)
-        return payload
-    }
-
+    /// Allocates from the shared heap. Blocks are marked as allocated by this process
+    /// (`allocatedMark`): only such blocks go to its local cache when it releases them, so
+    /// blocks handed to other processes return to the shared heap.
     @inline(__always) private func tryAllocate(_ heap: SegmentHeap, size: Int, alignment: Int) -> Int? {
         let n = heap.arenaCount
-        if n == 1 { return heap.allocate(arena: 0, size: size, alignment: alignment).map { marked(heap, $0) } }
+        if n == 1 { return heap.allocate(arena: 0, size: size, alignment: alignment, owner: allocatedMark) }
         let need = SegmentHeap.chunkSize(size: size, alignment: alignment)
         let smallArena = heap.arenaRange(1)
         let small = need <= (smallArena.end - smallArena.start) / 8
         let own = processSlot % (n - 1)  // spread processes over the small-block arenas
         for k in 0..<n {
             let arena = small ? (k < n - 1 ? 1 + (own + k) % (n - 1) : 0) : k
-            if let p = heap.allocate(arena: arena, size: size, alignment: alignment) { return marked(heap, p) }
+            if let p = heap.allocate(arena: arena, size: size, alignment: alignment, owner: allocatedMark) { return p }
         }
         return nil
     }
@@ -398,11 +402,14 @@ public final class SessionMemory: @unchecked Sendable {
 
     // MARK: Reference counts
 
-    @inline(__always) private func refCount(_ block: ShmBlock) -> UnsafeAtomic<UInt32>? {
-        guard let b = base(block.segmentID) ?? (try? segment(block.segmentID, create: false))?.base else { return nil }
-        return UnsafeAtomic(
+    @inline(__always) private func refCount(_ block: ShmBlock, base b: UnsafeMutableRawPointer) -> UnsafeAtomic<UInt32> {
+        UnsafeAtomic(
             at: (b + Int(block.offset) - SegmentLayout.Block.headerSize + SegmentLayout.Block.refCount)
                 .assumingMemoryBound(to: UnsafeAtomic<UInt32>.Storage.self))
+    }
+
+    @inline(__always) private func refCount(_ block: ShmBlock) -> UnsafeAtomic<UInt32>? {
+        mappedBase(block.segmentID).map { refCount(block, base: $0) }
     }
 
     /// Adds a reference (a zero-copy copy of a message).
@@ -412,7 +419,8 @@ public final class SessionMemory: @unchecked Sendable {
 
     /// Drops a reference; the block is freed when the count reaches 0, from any process.
     public func release(_ block: ShmBlock) {
-        guard let rc = refCount(block), let b = base(block.segmentID) else { return }
+        guard let b = mappedBase(block.segmentID) else { return }
+        let rc = refCount(block, base: b)
         let old = rc.loadThenWrappingDecrement(ordering: .acquiringAndReleasing)
         if old == 1 {
             let heap = SegmentHeap(base: b)
@@ -450,7 +458,7 @@ public final class SessionMemory: @unchecked Sendable {
 
     /// The address of a block's payload in this process.
     public func address(of block: ShmBlock) -> UnsafeMutableRawPointer {
-        guard let b = base(block.segmentID) ?? (try? segment(block.segmentID, create: false))?.base else {
+        guard let b = mappedBase(block.segmentID) else {
             preconditionFailure("segment \(block.segmentID) is not part of session \(configuration.session); validate peer blocks with validatedBlock")
         }
         return b + Int(block.offset)
@@ -582,9 +590,9 @@ public final class SessionMemory: @unchecked Sendable {
                 }
             }
         case .freeMerged:
-            let a = heap.allocate(arena: 0, size: 100, alignment: 16)!
-            _ = heap.allocate(arena: 0, size: 100, alignment: 16)
-            let b = heap.allocate(arena: 0, size: 100, alignment: 16)!
+            let a = heap.allocate(arena: 0, size: 100, alignment: 16, owner: 0)!
+            _ = heap.allocate(arena: 0, size: 100, alignment: 16, owner: 0)
+            let b = heap.allocate(arena: 0, size: 100, alignment: 16, owner: 0)!
             heap.free(payload: b)
             heap.lock(arena: 0)
             let c = a - 32
