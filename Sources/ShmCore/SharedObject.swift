@@ -53,7 +53,9 @@ final class SharedObject: @unchecked Sendable {
                 "cannot reserve \(size) bytes (\(Self.human(size))) for '\(name)' in \(directory.path): only \(free) bytes (\(Self.human(Int(free)))) free there; use a smaller segment size (--shm-segment-size), free space (shmmonitor -c for stale sessions) or a bigger tmpfs (mount -o remount,size=...)",
                 objectName: name, errno: rc)
         }
-        return try map(fd: fd, name: name, size: size)
+        var st = stat()
+        fstat(fd, &st)
+        return try map(fd: fd, name: name, size: size, stat: st)
     }
 
     /// What ``openExisting(_:in:minimumSize:)`` found.
@@ -87,7 +89,7 @@ final class SharedObject: @unchecked Sendable {
         }
         let size = Int(st.st_size)
         guard size >= max(minimumSize, 1) else { return .tooSmall(size: size) }
-        return .opened(try map(fd: fd, name: name, size: size))
+        return .opened(try map(fd: fd, name: name, size: size, stat: st))
     }
 
     /// Opens an existing object; `nil` when it does not exist.
@@ -106,9 +108,8 @@ final class SharedObject: @unchecked Sendable {
         }
     }
 
-    private static func map(fd: Int32, name: String, size: Int) throws(ShmCoreError) -> SharedObject {
-        var st = stat()
-        fstat(fd, &st)
+    /// Maps `size` bytes of `fd`; `st` is the descriptor's stat (its device and inode are kept).
+    private static func map(fd: Int32, name: String, size: Int, stat st: stat) throws(ShmCoreError) -> SharedObject {
         // Map at a 2 MiB boundary in every process, so that offsets aligned within the object
         // (blocks up to 1 MiB alignment) are aligned addresses everywhere: reserve more address
         // space, map the object over its aligned part, give back the slack.
