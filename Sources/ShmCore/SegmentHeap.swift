@@ -47,6 +47,11 @@ struct SegmentHeap: @unchecked Sendable {
         u64(SegmentLayout.Header.magic) == SegmentLayout.magic
             && atomic32(SegmentLayout.Header.state).load(ordering: .acquiring) == SegmentLayout.ready
     }
+    /// Whether this build may use the segment: formatted, of this layout version, and its
+    /// recorded size is `objectSize` (the mapped object's), so no walk reads past the mapping.
+    func isUsable(objectSize: Int) -> Bool {
+        isFormatted && u32(SegmentLayout.Header.layoutVersion) == SegmentLayout.version && segmentSize == objectSize
+    }
 
     @inline(__always) func arenaOffset(_ arena: Int) -> Int { SegmentLayout.arenaTableOffset + arena * SegmentLayout.arenaStride }
     @inline(__always) func mutex(_ arena: Int) -> UnsafeMutablePointer<pthread_mutex_t> {

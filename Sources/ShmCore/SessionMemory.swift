@@ -93,7 +93,7 @@ public final class SessionMemory: @unchecked Sendable {
                 guard let object = try? SharedObject.open(name, in: dir, minimumSize: SegmentLayout.minimumSegmentSize)
                 else { return }
                 let heap = SegmentHeap(base: object.base)
-                if heap.isFormatted && heap.segmentSize == object.size { heap.reclaimCached(owner: UInt16(slot + 1)) }
+                if heap.isUsable(objectSize: object.size) { heap.reclaimCached(owner: UInt16(slot + 1)) }
             }
             let slot = try mng.withLock { () throws(ShmCoreError) -> Int? in
                 // The last process out unlinks under this lock: if the name is gone, start again.
@@ -198,9 +198,7 @@ public final class SessionMemory: @unchecked Sendable {
                             throw ShmCoreError(.systemCall, "cannot initialise the locks of '\(name)'", objectName: name, errno: rc)
                         }
                     } else {
-                        guard heap.u32(SegmentLayout.Header.layoutVersion) == SegmentLayout.version,
-                            heap.segmentSize == object.size
-                        else {
+                        guard heap.isUsable(objectSize: object.size) else {
                             throw ShmCoreError(
                                 .unsupportedVersion,
                                 "'\(name)' has segment layout version \(heap.u32(SegmentLayout.Header.layoutVersion)) or a size that does not match; run all devices with the same build or clean the session",

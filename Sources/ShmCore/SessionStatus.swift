@@ -70,9 +70,7 @@ extension SessionMemory {
             if magic == 0 {
                 return .init(id: entry.id, size: object.size, formatted: false, freeBytes: nil, problem: nil)
             }
-            guard magic == SegmentLayout.magic, heap.u32(SegmentLayout.Header.layoutVersion) == SegmentLayout.version,
-                heap.isFormatted, heap.segmentSize == object.size
-            else {
+            guard heap.isUsable(objectSize: object.size) else {
                 return .init(
                     id: entry.id, size: object.size, formatted: false, freeBytes: nil,
                     problem: "'\(segmentName)' holds a foreign or newer segment layout")
