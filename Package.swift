@@ -45,6 +45,7 @@ let package = Package(
         .target(
             name: "ShmCleanup",
             dependencies: [
+                "CShmTransport",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),

@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "CShmTransport.h"
 
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <spawn.h>
 #include <sys/syscall.h>
@@ -20,4 +21,8 @@ short cshm_posix_spawn_setsid_flag(void) {
 
 int cshm_posix_spawn_file_actions_addclosefrom(void *actions, int lowfd) {
     return posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, lowfd);
+}
+
+int cshm_o_tmpfile_flag(void) {
+    return O_TMPFILE;
 }

@@ -1,3 +1,4 @@
+import CShmTransport
 import SystemPackage
 
 #if canImport(Glibc)
@@ -36,15 +37,17 @@ public struct MonitorFlag: Sendable {
     /// Takes the flag for this process. Returns the holder instead when a live monitor (or a
     /// C++ FairMQ monitor) already has it; replaces a stale flag of a dead monitor.
     ///
-    /// The record is written to a private temporary file first and then linked to the flag's
-    /// name (`link` fails with `EEXIST` when the flag exists, which keeps the flag exclusive), so
-    /// the flag never exists without its record, even when this process dies half-way: an empty
-    /// flag would read as another program's forever.
+    /// The record is written to an unnamed file in the directory first (`O_TMPFILE`) and then
+    /// linked to the flag's name (`linkat` fails with `EEXIST` when the flag exists, which keeps
+    /// the flag exclusive). So the flag never exists without its record — an empty flag would
+    /// read as another program's forever — and a monitor killed half-way leaves nothing: the
+    /// unnamed file goes with its last descriptor. Where the file system has no `O_TMPFILE`, a
+    /// hidden temporary name outside the object grammar is used instead.
     public func acquire() throws(ShmCleanupError) -> Holder? {
-        let temporary = try writeTemporaryRecord()
-        defer { unlink(temporary) }
+        let record = try RecordFile(in: directory, for: path, record: ownRecord())
+        defer { record.close() }
         for _ in 0..<3 {
-            if link(temporary, path) == 0 { return nil }
+            if record.link(to: path) { return nil }
             let err = errno
             guard err == EEXIST else {
                 throw ShmCleanupError(
@@ -59,33 +62,60 @@ public struct MonitorFlag: Sendable {
         throw ShmCleanupError(.systemCall, "the monitor flag '\(path)' keeps changing; try again", subject: path)
     }
 
-    /// Writes this process's record to a new file next to the flag, under a name outside the
-    /// transport's object grammar (scanners and cleanups never take it for a session object),
-    /// and returns its path.
-    private func writeTemporaryRecord() throws(ShmCleanupError) -> String {
+    /// This process's 32-byte record: magic, pid, process start time.
+    private func ownRecord() -> [UInt8] {
         let me = getpid()
-        let unique = String(UInt64.random(in: 0...UInt64.max), radix: 16)
-        let temporary = directory.appending(".\(name.fileName).\(me).\(unique).tmp").string
-        let fd = open(temporary, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard fd >= 0 else {
-            throw ShmCleanupError(
-                .systemCall, "cannot create the monitor flag '\(path)'", subject: temporary, errno: errno)
-        }
-        defer { close(fd) }
         var bytes = [UInt8](repeating: 0, count: 32)
         bytes.withUnsafeMutableBytes { b in
             b.storeLE(Self.magic, 0)
             b.storeLE(me, 4)
             b.storeLE(inspector.stat(pid: me)?.startTime ?? 0, 8)
         }
-        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        guard written == bytes.count else {
-            let err = written < 0 ? errno : EIO
-            unlink(temporary)
-            throw ShmCleanupError(
-                .systemCall, "cannot write the monitor flag '\(path)'", subject: temporary, errno: err)
+        return bytes
+    }
+
+    /// A file next to the flag holding the record, not yet under the flag's name: unnamed
+    /// (`O_TMPFILE`) where the file system allows, else under a hidden temporary name that
+    /// scanners and cleanups never take for a session object.
+    private struct RecordFile {
+        let fd: Int32
+        /// The hidden name when `O_TMPFILE` was not available.
+        let temporary: String?
+
+        init(in directory: FilePath, for path: String, record: [UInt8]) throws(ShmCleanupError) {
+            var fd = open(directory.string, cshm_o_tmpfile_flag() | O_WRONLY | O_CLOEXEC, 0o600)
+            var temporary: String?
+            let unnamedError = fd < 0 ? errno : 0
+            if unnamedError == EOPNOTSUPP || unnamedError == EISDIR || unnamedError == EINVAL {
+                let name = ".\(FilePath(path).lastComponent?.string ?? "flag").\(getpid()).\(String(UInt64.random(in: 0...UInt64.max), radix: 16)).tmp"
+                temporary = directory.appending(name).string
+                fd = open(temporary!, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            }
+            guard fd >= 0 else {
+                throw ShmCleanupError(
+                    .systemCall, "cannot create the monitor flag '\(path)'", subject: temporary ?? directory.string, errno: errno)
+            }
+            self.fd = fd
+            self.temporary = temporary
+            let written = record.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            guard written == record.count else {
+                let err = written < 0 ? errno : EIO
+                close()
+                throw ShmCleanupError(
+                    .systemCall, "cannot write the monitor flag '\(path)'", subject: temporary ?? directory.string, errno: err)
+            }
         }
-        return temporary
+
+        /// Gives the record the flag's name; false with `errno` set when that fails.
+        func link(to path: String) -> Bool {
+            if let temporary { return Glibc.link(temporary, path) == 0 }
+            return linkat(AT_FDCWD, "/proc/self/fd/\(fd)", AT_FDCWD, path, AT_SYMLINK_FOLLOW) == 0
+        }
+
+        func close() {
+            if let temporary { unlink(temporary) }
+            _ = Glibc.close(fd)
+        }
     }
 
     /// Who holds the flag now, or `nil` when there is none.

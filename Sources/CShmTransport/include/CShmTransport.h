@@ -1,8 +1,8 @@
 #ifndef CSHMTRANSPORT_H
 #define CSHMTRANSPORT_H
 
-/* Only what Swift cannot call directly lives here: the variadic syscall(2) for futexes.
- * Everything else (shm_open, posix_fallocate, robust mutexes, atomics) is called from Swift. */
+/* Only what Swift cannot call directly lives here: the variadic syscall(2) for futexes and
+ * _GNU_SOURCE macros and functions. Everything else (shm_open, posix_fallocate, robust mutexes, atomics) is called from Swift. */
 
 #include <stdint.h>
 #include <time.h>
@@ -22,5 +22,9 @@ short cshm_posix_spawn_setsid_flag(void);
 /// does not see), so a daemon keeps no pipe of its parent open. Returns 0 or an errno value.
 /// The corresponding C function is `posix_spawn_file_actions_addclosefrom_np`.
 int cshm_posix_spawn_file_actions_addclosefrom(void *actions, int lowfd);
+
+/// The `O_TMPFILE` open flag (a _GNU_SOURCE macro Swift does not see): an unnamed file in a
+/// directory that vanishes with its last descriptor unless it is linked to a name.
+int cshm_o_tmpfile_flag(void);
 
 #endif
