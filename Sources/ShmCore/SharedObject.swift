@@ -55,7 +55,12 @@ final class SharedObject: @unchecked Sendable {
         }
         var st = stat()
         fstat(fd, &st)
-        return try map(fd: fd, name: name, size: size, stat: st)
+        do {
+            return try map(fd: fd, name: name, size: size, stat: st)
+        } catch {
+            unlinkat(directory.fd, name, 0)  // nobody else can use what its creator could not map
+            throw error
+        }
     }
 
     /// What ``openExisting(_:in:minimumSize:)`` found.

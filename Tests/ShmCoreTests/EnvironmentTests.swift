@@ -51,6 +51,24 @@ struct EnvironmentTests {
         #expect(((try? FileManager.default.contentsOfDirectory(atPath: mountPoint)) ?? ["?"]).isEmpty)
     }
 
+    @Test("a segment that cannot be mapped (address-space limit) fails naming ulimit -v and is removed again")
+    func segmentBeyondAddressSpaceLimit() throws {
+        let dir = try ShmFixtureDirectory("shmcore-ulimit", in: "/dev/shm")
+        defer { #expect(dir.remove().isEmpty) }
+        let session = ShmFixtureDirectory.uniqueSession("ulimit").rawValue
+        // 800 MB of address space runs the worker but cannot hold a 1 GiB mapping. Reserving the
+        // tmpfs pages (posix_fallocate) does not count against that limit, so the mapping fails.
+        let script = """
+            ulimit -v 800000 || exit 97
+            '\(workerPath)' attach -s '\(session)' --shm-dir '\(dir.path)' --segment-size \(1 << 30); echo "status=$?"
+            echo "left=[$(ls -A '\(dir.path)')]"
+            """
+        let result = try runTool("/bin/sh", ["-c", script])
+        #expect(result.stdout.split(separator: "\n").map(String.init) == ["status=2", "left=[]"], "\(result.stdout) \(result.stderr)")
+        #expect(result.stderr.contains("fmq_\(ShmID(session: try SessionID(session)))_m_0"), "\(result.stderr)")
+        #expect(result.stderr.contains("ulimit -v"), "\(result.stderr)")
+    }
+
     @Test("shmmonitor --view and --list-all show session name, creator, attached processes and per-segment total/used/free")
     func monitorView() throws {
         let dir = try ShmFixtureDirectory.onTmpfs()
