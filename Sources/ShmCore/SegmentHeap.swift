@@ -245,9 +245,31 @@ struct SegmentHeap: @unchecked Sendable {
     /// Allocates in one arena; returns the payload offset, or nil when the arena has no room.
     /// - Parameter owner: the block header's `cacheOwner` (0: nobody's).
     func allocate(arena: Int, size: Int, alignment: Int, owner: UInt16) -> Int? {
-        let need = Self.chunkSize(size: size, alignment: alignment)
         lock(arena: arena)
         defer { unlock(arena: arena) }
+        return allocateLocked(arena: arena, size: size, alignment: alignment, owner: owner)
+    }
+
+    /// Allocates a block for each of `sizes` in one arena under one lock hold (FairMQ #480's bulk
+    /// allocation): all or none. Writes the payload offsets to `payloads` (as many as `sizes`).
+    func allocate(
+        arena: Int, sizes: some Collection<Int>, alignment: Int, owner: UInt16, into payloads: UnsafeMutableBufferPointer<Int>
+    ) -> Bool {
+        lock(arena: arena)
+        var done = 0
+        for size in sizes {
+            guard let p = allocateLocked(arena: arena, size: size, alignment: alignment, owner: owner) else { break }
+            payloads[done] = p
+            done += 1
+        }
+        unlock(arena: arena)
+        if done == sizes.count { return true }
+        for i in 0..<done { free(payload: payloads[i]) }
+        return false
+    }
+
+    private func allocateLocked(arena: Int, size: Int, alignment: Int, owner: UInt16) -> Int? {
+        let need = Self.chunkSize(size: size, alignment: alignment)
         guard let c = findFit(arena: arena, need: need) else { return nil }
         let total = Int(truncatingIfNeeded: u64(c))
         removeFree(arena: arena, chunk: c, size: total)
@@ -275,8 +297,14 @@ struct SegmentHeap: @unchecked Sendable {
         return payload
     }
 
-    /// Returns the chunk of a payload to its arena's free lists, coalescing with free neighbours.
+    /// Returns the chunk of a payload to its arena's free lists, coalescing with free neighbours,
+    /// and wakes processes waiting for room in the segment.
     func free(payload: Int) {
+        freeLocked(payload: payload)
+        RoomSignal(self).notify()
+    }
+
+    private func freeLocked(payload: Int) {
         let h = payload - B.headerSize
         let arena = Int(base.load(fromByteOffset: h + B.arena, as: UInt16.self))
         var c = payload - Int(u32(h + B.chunkDelta))
@@ -317,6 +345,11 @@ struct SegmentHeap: @unchecked Sendable {
     /// Shrinks a used block in place so that its payload holds `newSize` bytes; the tail goes
     /// back to the free lists when it is big enough to be a chunk.
     func shrink(payload: Int, to newSize: Int) {
+        shrinkLocked(payload: payload, to: newSize)
+        RoomSignal(self).notify()
+    }
+
+    private func shrinkLocked(payload: Int, to newSize: Int) {
         let h = payload - B.headerSize
         let arena = Int(base.load(fromByteOffset: h + B.arena, as: UInt16.self))
         let c = payload - Int(u32(h + B.chunkDelta))
@@ -397,6 +430,35 @@ struct SegmentHeap: @unchecked Sendable {
         }
         for payload in found { free(payload: payload) }
         return found.count
+    }
+
+    /// Used chunks by what their block header says (for leak diagnostics in tests): key
+    /// "live" (reference count > 0), "cached" (count 0, a cache mark), "released" (count 0, an
+    /// allocator's mark: in a remote-free list or in flight) or "other"; value (blocks, bytes).
+    /// "in remote-free lists" counts the blocks the lists' heads reach.
+    func usedCensus() -> [String: (blocks: Int, bytes: Int)] {
+        var census: [String: (blocks: Int, bytes: Int)] = [:]
+        for arena in 0..<arenaCount {
+            forEachChunk(arena: arena) { c, size, used in
+                guard used else { return }
+                let h = c + 32 - B.headerSize
+                let mark = base.load(fromByteOffset: h + B.cacheOwner, as: UInt16.self)
+                let rc = atomic32(h + B.refCount).load(ordering: .relaxed)
+                let key = u32(h + B.magic) != B.magicValue ? "other" : rc > 0 ? "live" : mark & 0x8000 != 0 ? "released" : mark != 0 ? "cached" : "other"
+                census[key, default: (0, 0)].blocks += 1
+                census[key, default: (0, 0)].bytes += size
+            }
+        }
+        var listed = 0
+        for slot in 0..<SegmentLayout.remoteFreeSlots {
+            var next = RemoteFreeList(self, slot: slot).head.load(ordering: .acquiring)
+            while next != 0 && next != RemoteFreeList.closed && listed < 1_000_000 {
+                listed += 1
+                next = u64(Int(next))
+            }
+        }
+        census["in remote-free lists"] = (listed, 0)
+        return census
     }
 
     /// Zeroes the free memory of every arena (FairMQ's `--shm-zero-segment`).

@@ -1,4 +1,5 @@
-/// The binary layout of a managed segment `fmq_<id>_m_<n>`, version 1.
+/// The binary layout of a managed segment `fmq_<id>_m_<n>`, version 2 (version 1 had no
+/// waiting bitmap, room sequence or remote-free heads).
 ///
 /// A segment is a header, a table of arenas, and a heap split into one contiguous range per
 /// arena. Every arena is an independent allocator with its own robust process-shared mutex,
@@ -8,7 +9,7 @@
 /// ```
 /// offset            size   field
 /// 0                 8      magic "SHMTRSEG" (0x4745_5352_5448_4d53)
-/// 8                 4      layoutVersion (1)
+/// 8                 4      layoutVersion (2)
 /// 12                4      state: 0 unformatted, 1 ready (set last, release order)
 /// 16                8      segmentSize
 /// 24                2      segmentID
@@ -16,7 +17,11 @@
 /// 28                4      arenaCount (1...16)
 /// 32                8      heapOffset (first byte of arena 0's range, 4 KiB aligned)
 /// 40                4      creatorPID
+/// 64                32     waitingSlots: bitmap of process slots waiting for room (256 bits)
+/// 96                4      roomSequence: futex word, bumped when room appears for a waiter
 /// 256               4096   arena 0 (see below), then arena 1, ...
+/// 256 + 4096·arenas 16384  remote-free heads: one 64-byte line per process slot (256), see
+///                          ``RemoteFreeList``
 /// heapOffset        ...    arena ranges, back to back, each a sequence of chunks
 /// ```
 ///
@@ -49,7 +54,7 @@
 /// what makes crash recovery possible (see `docs/shmcore.md`).
 enum SegmentLayout {
     static let magic: UInt64 = 0x4745_5352_5448_4d53
-    static let version: UInt32 = 1
+    static let version: UInt32 = 2
 
     enum Header {
         static let magic = 0
@@ -61,6 +66,8 @@ enum SegmentLayout {
         static let arenaCount = 28
         static let heapOffset = 32
         static let creatorPID = 40
+        static let waitingSlots = 64
+        static let roomSequence = 96
     }
 
     static let unformatted: UInt32 = 0
@@ -104,9 +111,18 @@ enum SegmentLayout {
     /// Smallest segment that holds a header, one arena and a useful heap.
     static let minimumSegmentSize = 64 * 1024
 
+    /// Process slots with a remote-free head (the management segment's process table capacity).
+    static let remoteFreeSlots = 256
+    /// Bytes per remote-free head: a cache line each, so that processes pushing to different
+    /// owners do not share a line.
+    static let remoteFreeStride = 64
+
+    /// Where the remote-free heads start for `arenaCount` arenas.
+    static func remoteFreeTableOffset(arenaCount: Int) -> Int { arenaTableOffset + arenaCount * arenaStride }
+
     /// Where the heap starts for `arenaCount` arenas.
     static func heapOffset(arenaCount: Int) -> Int {
-        (arenaTableOffset + arenaCount * arenaStride + 4095) & ~4095
+        (remoteFreeTableOffset(arenaCount: arenaCount) + remoteFreeSlots * remoteFreeStride + 4095) & ~4095
     }
 
     /// The arena count used when the configuration leaves it open.

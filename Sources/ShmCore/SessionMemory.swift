@@ -42,6 +42,8 @@ public final class SessionMemory: @unchecked Sendable {
     private let cacheOwner: UInt16
     /// This process's mark on blocks it allocated and that are live (slot + 1, high bit set).
     private let allocatedMark: UInt16
+    /// Test hook: a ``CrashPoint`` raw value index + 1 armed by ``armCrash(at:)``, 0 when none.
+    private let armedCrash = ManagedAtomic<Int>(0)
 
     private struct State: ~Copyable {
         var detached = false
@@ -93,7 +95,10 @@ public final class SessionMemory: @unchecked Sendable {
                 guard let object = try? SharedObject.open(name, in: dir, minimumSize: SegmentLayout.minimumSegmentSize)
                 else { return }
                 let heap = SegmentHeap(base: object.base)
-                if heap.isUsable(objectSize: object.size) { heap.reclaimCached(owner: UInt16(slot + 1)) }
+                guard heap.isUsable(objectSize: object.size) else { return }
+                RemoteFreeList(heap, slot: slot).close()
+                heap.reclaimCached(owner: UInt16(slot + 1))
+                RoomSignal(heap).setWaiting(slot: slot, false)
             }
             let slot = try mng.withLock { () throws(ShmCoreError) -> Int? in
                 // The last process out unlinks under this lock: if the name is gone, start again.
@@ -122,12 +127,13 @@ public final class SessionMemory: @unchecked Sendable {
         self.allocatedMark = UInt16(slot + 1) | 0x8000
         self.state = Mutex(State(management: mng))
         do {
-            _ = try segment(configuration.segmentID, create: true)
+            let heap = try segment(configuration.segmentID, create: true)
+            RemoteFreeList(heap, slot: slot).open()
         } catch {
             detach()
             throw error
         }
-        let heartbeat = HeartbeatThread(management: mng, slot: slot, publish: { [weak self] in self?.publishFreeBytes() })
+        let heartbeat = HeartbeatThread(management: mng, slot: slot, publish: { [unowned(unsafe) self] in self.publishFreeBytes() })
         state.withLock { $0.heartbeat = heartbeat }
         heartbeat.start()
         logger.debug("attached", metadata: ["shm.slot": "\(slot)", "shm.created": "\(mng.created)"])
@@ -302,42 +308,125 @@ public final class SessionMemory: @unchecked Sendable {
         }
         let align = max(16, alignment)
         let heap = SegmentHeap(base: b)
-        if align == 16, let chunk = cache.pop(heap, need: SegmentHeap.chunkSize(size: size, alignment: 16)) {
-            let h = chunk + 32 - SegmentLayout.Block.headerSize
-            heap.atomic32(h + SegmentLayout.Block.refCount).store(1, ordering: .relaxed)
-            heap.base.storeBytes(of: allocatedMark, toByteOffset: h + SegmentLayout.Block.cacheOwner, as: UInt16.self)
-            return ShmBlock(segmentID: ownSegmentID, offset: UInt64(chunk + 32), size: UInt64(size))
-        }
+        // Take back what peers released on every allocation, so the chain stays short: a process
+        // killed while walking it leaks only those few blocks (DESIGN.md allows blocks in flight).
+        if RemoteFreeList(heap, slot: processSlot).hasBlocks { takeRemoteFrees(heap) }
+        if align == 16, let block = popCached(heap, size: size) { return block }
         if let payload = tryAllocate(heap, size: size, alignment: align) {
             return ShmBlock(segmentID: ownSegmentID, offset: UInt64(payload), size: UInt64(size))
         }
         return try allocateSlowly(heap, size: size, alignment: align)
     }
 
+    /// Allocates a block for each of `sizes` (FairMQ #480: many messages at once), taking each
+    /// arena lock once for the whole batch instead of once per block. All or none: on error
+    /// nothing stays allocated.
+    /// - Throws: like ``allocate(size:alignment:)``.
+    public func allocate(sizes: [Int], alignment: Int = 8) throws(ShmCoreError) -> [ShmBlock] {
+        guard let b = base(ownSegmentID) else {
+            throw ShmCoreError(.detached, "the session memory was detached; create a new SessionMemory")
+        }
+        guard sizes.allSatisfy({ $0 >= 0 }), alignment > 0, alignment & (alignment - 1) == 0, alignment <= 1 << 20 else {
+            throw ShmCoreError(
+                .invalidArgument, "cannot allocate sizes \(sizes.filter { $0 < 0 }) at alignment \(alignment); use sizes >= 0 and a power-of-two alignment up to 1 MiB")
+        }
+        if sizes.isEmpty { return [] }
+        let align = max(16, alignment)
+        let heap = SegmentHeap(base: b)
+        takeRemoteFrees(heap)
+        let payloads = [Int](unsafeUninitializedCapacity: sizes.count) { buffer, count in
+            for arena in arenaOrder(heap, need: SegmentHeap.chunkSize(size: sizes.max()!, alignment: align))
+            where heap.allocate(arena: arena, sizes: sizes, alignment: align, owner: allocatedMark, into: buffer) {
+                count = sizes.count
+                return
+            }
+            count = 0
+        }
+        if payloads.count == sizes.count {
+            return zip(payloads, sizes).map { ShmBlock(segmentID: ownSegmentID, offset: UInt64($0), size: UInt64($1)) }
+        }
+        // No arena holds the whole batch: one by one, with the bad-alloc policy for each.
+        var blocks: [ShmBlock] = []
+        blocks.reserveCapacity(sizes.count)
+        do {
+            for size in sizes { blocks.append(try allocate(size: size, alignment: align)) }
+        } catch {
+            for block in blocks { release(block) }
+            throw error
+        }
+        return blocks
+    }
+
+    /// A block from the local cache, live again (reference count 1, marked as this process's).
+    @inline(__always) private func popCached(_ heap: SegmentHeap, size: Int) -> ShmBlock? {
+        guard let chunk = cache.pop(heap, need: SegmentHeap.chunkSize(size: size, alignment: 16)) else { return nil }
+        let h = chunk + 32 - SegmentLayout.Block.headerSize
+        heap.atomic32(h + SegmentLayout.Block.refCount).store(1, ordering: .relaxed)
+        heap.base.storeBytes(of: allocatedMark, toByteOffset: h + SegmentLayout.Block.cacheOwner, as: UInt16.self)
+        return ShmBlock(segmentID: ownSegmentID, offset: UInt64(chunk + 32), size: UInt64(size))
+    }
+
+    /// Takes back the blocks other processes released (``RemoteFreeList``): into the local
+    /// cache where they fit, else into the heap, under this process's own arena locks.
+    private func takeRemoteFrees(_ heap: SegmentHeap) {
+        RemoteFreeList(heap, slot: processSlot).take { payload in
+            if let point = testCrashPoint, point == .remoteTakeWalking { raise(SIGKILL) }
+            keepOrFree(heap, payload: payload)
+        }
+    }
+
+    /// A block of this process's segment whose last reference is gone: into the local cache if
+    /// it fits (an unaligned block this process allocated), else back to the heap.
+    @inline(__always) private func keepOrFree(_ heap: SegmentHeap, payload: Int) {
+        let h = payload - SegmentLayout.Block.headerSize
+        if heap.u32(h + SegmentLayout.Block.chunkDelta) == 32 {
+            heap.base.storeBytes(of: cacheOwner, toByteOffset: h + SegmentLayout.Block.cacheOwner, as: UInt16.self)
+            if cache.push(heap, chunk: payload - 32) { return }
+            heap.base.storeBytes(of: UInt16(0), toByteOffset: h + SegmentLayout.Block.cacheOwner, as: UInt16.self)
+        }
+        heap.free(payload: payload)
+    }
+
     /// Allocates from the shared heap. Blocks are marked as allocated by this process
     /// (`allocatedMark`): only such blocks go to its local cache when it releases them, so
     /// blocks handed to other processes return to the shared heap.
     @inline(__always) private func tryAllocate(_ heap: SegmentHeap, size: Int, alignment: Int) -> Int? {
-        let n = heap.arenaCount
-        if n == 1 { return heap.allocate(arena: 0, size: size, alignment: alignment, owner: allocatedMark) }
-        let need = SegmentHeap.chunkSize(size: size, alignment: alignment)
-        let smallArena = heap.arenaRange(1)
-        let small = need <= (smallArena.end - smallArena.start) / 8
-        let own = processSlot % (n - 1)  // spread processes over the small-block arenas
-        for k in 0..<n {
-            let arena = small ? (k < n - 1 ? 1 + (own + k) % (n - 1) : 0) : k
+        if heap.arenaCount == 1 { return heap.allocate(arena: 0, size: size, alignment: alignment, owner: allocatedMark) }
+        for arena in arenaOrder(heap, need: SegmentHeap.chunkSize(size: size, alignment: alignment)) {
             if let p = heap.allocate(arena: arena, size: size, alignment: alignment, owner: allocatedMark) { return p }
         }
         return nil
     }
 
+    /// The arenas to try for a chunk of `need` bytes, in order: small chunks start at this
+    /// process's small-block arena (processes spread over them) and end at arena 0; big ones
+    /// go through the arenas in order.
+    @inline(__always) private func arenaOrder(_ heap: SegmentHeap, need: Int) -> LazyMapSequence<Range<Int>, Int> {
+        let n = heap.arenaCount
+        let small: Bool
+        if n == 1 {
+            small = false
+        } else {
+            let smallArena = heap.arenaRange(1)
+            small = need <= (smallArena.end - smallArena.start) / 8
+        }
+        let own = n > 1 ? processSlot % (n - 1) : 0
+        return (0..<n).lazy.map { k in small ? (k < n - 1 ? 1 + (own + k) % (n - 1) : 0) : k }
+    }
+
+    /// The bad-alloc path: gathers every free block this process can reach (remote frees, its
+    /// cache), then waits for room as the policy says, on the segment's futex (``RoomSignal``),
+    /// woken by any process that frees memory of the segment. `.retry(attempts: a, interval: i)`
+    /// gives up after waiting (a - 1) · i ms in all; `.forever` waits until there is room.
     @inline(never) private func allocateSlowly(_ heap: SegmentHeap, size: Int, alignment: Int) throws(ShmCoreError) -> ShmBlock {
-        if cache.bytes > 0 {
-            cache.flush(into: heap)
-            if let payload = tryAllocate(heap, size: size, alignment: alignment) {
-                return ShmBlock(segmentID: ownSegmentID, offset: UInt64(payload), size: UInt64(size))
+        func attempt() -> ShmBlock? {
+            takeRemoteFrees(heap)
+            if cache.bytes > 0 { cache.flush(into: heap) }
+            return tryAllocate(heap, size: size, alignment: alignment).map {
+                ShmBlock(segmentID: ownSegmentID, offset: UInt64($0), size: UInt64(size))
             }
         }
+        if let block = attempt() { return block }
         let need = SegmentHeap.chunkSize(size: size, alignment: alignment)
         let largest = (0..<heap.arenaCount).map { heap.arenaRange($0) }.map { $0.end - $0.start }.max() ?? 0
         let name = segmentName(ownSegmentID)
@@ -347,27 +436,31 @@ public final class SessionMemory: @unchecked Sendable {
                 "requested message size \(size) (alignment \(alignment)) exceeds the largest arena (\(largest) bytes) of segment \(ownSegmentID) (\(heap.segmentSize) bytes); use a bigger segment size or fewer arenas",
                 objectName: name)
         }
-        var attempts: Int? = 1
-        var interval = 50
+        let budget: Int?  // milliseconds of waiting in all; nil = for ever
+        let interval: Int
         switch configuration.badAlloc {
-        case .throwImmediately: attempts = 1
-        case .retry(let a, let i): attempts = max(1, a); interval = max(0, i)
-        case .forever(let i): attempts = nil; interval = max(0, i)
+        case .throwImmediately: (budget, interval) = (0, 0)
+        case .retry(let a, let i): (budget, interval) = ((max(1, a) - 1) * max(0, i), max(0, i))
+        case .forever(let i): (budget, interval) = (nil, max(0, i))
         }
-        var attempt = 1
-        while attempts.map({ attempt < $0 }) ?? true {
-            if attempt == 1 {
-                logger.warning(
-                    "segment full, retrying", metadata: ["shm.size": "\(size)", "shm.free": "\(heap.freeBytes)"])
+        SegmentFullReport.note(logger: logger, size: size, freeBytes: heap.freeBytes, segment: ownSegmentID)
+        if budget != 0 {
+            let signal = RoomSignal(heap)
+            signal.setWaiting(slot: processSlot, true)
+            defer { signal.setWaiting(slot: processSlot, false) }
+            let deadline = budget.map { Self.nowMilliseconds() + $0 }
+            while true {
+                let sequence = signal.sequence
+                if isInterrupted {
+                    throw ShmCoreError(
+                        .interrupted, "allocation of \(size) bytes was interrupted; the device is stopping or was told to", objectName: name)
+                }
+                if let block = attempt() { return block }
+                let remaining = deadline.map { $0 - Self.nowMilliseconds() } ?? Int.max
+                if remaining <= 0 { break }
+                // The interval only bounds one sleep: a free anywhere in the session wakes it earlier.
+                signal.wait(sequence: sequence, milliseconds: max(1, min(remaining, interval == 0 ? 100 : interval)))
             }
-            if waitInterruptibly(milliseconds: interval) {
-                throw ShmCoreError(
-                    .interrupted, "allocation of \(size) bytes was interrupted; the device is stopping or was told to", objectName: name)
-            }
-            if let payload = tryAllocate(heap, size: size, alignment: alignment) {
-                return ShmBlock(segmentID: ownSegmentID, offset: UInt64(payload), size: UInt64(size))
-            }
-            attempt += 1
         }
         throw ShmCoreError(
             .badAlloc,
@@ -375,27 +468,24 @@ public final class SessionMemory: @unchecked Sendable {
             objectName: name)
     }
 
-    /// Sleeps up to `milliseconds` unless interrupted; returns true when interrupted.
-    private func waitInterruptibly(milliseconds: Int) -> Bool {
-        let word = UnsafeAtomic<UInt32>(at: UnsafeMutableRawPointer(interruptWord).assumingMemoryBound(to: UnsafeAtomic<UInt32>.Storage.self))
-        if word.load(ordering: .acquiring) != 0 { return true }
-        var timeout = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
-        _ = cshm_futex_wait(interruptWord, 0, &timeout)
-        return word.load(ordering: .acquiring) != 0
+    static func nowMilliseconds() -> Int { Int(MonotonicClock.nanoseconds() / 1_000_000) }
+
+    private var interruptFlag: UnsafeAtomic<UInt32> {
+        UnsafeAtomic<UInt32>(at: UnsafeMutableRawPointer(interruptWord).assumingMemoryBound(to: UnsafeAtomic<UInt32>.Storage.self))
     }
 
-    /// Wakes every allocation blocked in a bad-alloc retry; they throw `.interrupted`, and so do
-    /// later ones that would retry, until ``resume()``.
+    private var isInterrupted: Bool { interruptFlag.load(ordering: .acquiring) != 0 }
+
+    /// Wakes every allocation waiting for room; they throw `.interrupted`, and so do later ones
+    /// that would wait, until ``resume()``.
     public func interrupt() {
-        let word = UnsafeAtomic<UInt32>(at: UnsafeMutableRawPointer(interruptWord).assumingMemoryBound(to: UnsafeAtomic<UInt32>.Storage.self))
-        word.store(1, ordering: .releasing)
-        _ = cshm_futex_wake(interruptWord, Int32.max)
+        interruptFlag.store(1, ordering: .sequentiallyConsistent)
+        if let b = base(ownSegmentID) { RoomSignal(SegmentHeap(base: b)).wakeAll() }
     }
 
-    /// Lets allocations retry again after ``interrupt()``.
+    /// Lets allocations wait for room again after ``interrupt()``.
     public func resume() {
-        let word = UnsafeAtomic<UInt32>(at: UnsafeMutableRawPointer(interruptWord).assumingMemoryBound(to: UnsafeAtomic<UInt32>.Storage.self))
-        word.store(0, ordering: .releasing)
+        interruptFlag.store(0, ordering: .releasing)
     }
 
     // MARK: Reference counts
@@ -421,16 +511,28 @@ public final class SessionMemory: @unchecked Sendable {
         let rc = refCount(block, base: b)
         let old = rc.loadThenWrappingDecrement(ordering: .acquiringAndReleasing)
         if old == 1 {
+            // The last reference: this process owns the block now.
             let heap = SegmentHeap(base: b)
             let payload = Int(block.offset)
-            let h = payload - SegmentLayout.Block.headerSize
-            if block.segmentID == ownSegmentID
-                && heap.base.load(fromByteOffset: h + SegmentLayout.Block.cacheOwner, as: UInt16.self) == allocatedMark
-                && heap.u32(h + SegmentLayout.Block.chunkDelta) == 32
-            {
-                heap.base.storeBytes(of: cacheOwner, toByteOffset: h + SegmentLayout.Block.cacheOwner, as: UInt16.self)
-                if cache.push(heap, chunk: payload - 32) { return }
-                heap.base.storeBytes(of: UInt16(0), toByteOffset: h + SegmentLayout.Block.cacheOwner, as: UInt16.self)
+            let mark = heap.base.load(fromByteOffset: payload - SegmentLayout.Block.headerSize + SegmentLayout.Block.cacheOwner, as: UInt16.self)
+            if mark == allocatedMark && block.segmentID == ownSegmentID {
+                keepOrFree(heap, payload: payload)
+                return
+            }
+            // Another process allocated it: hand it back through that process's remote-free list,
+            // without taking its arena lock. A closed list (the owner is gone) or a block with no
+            // room for the link goes to the heap.
+            let ownerSlot = Int(mark & 0x7FFF) - 1
+            if mark & 0x8000 != 0, ownerSlot < SegmentLayout.remoteFreeSlots, RemoteFreeList.canLink(heap, payload: payload) {
+                let list = RemoteFreeList(heap, slot: ownerSlot)
+                if let point = testCrashPoint, point == .remotePushLinked {
+                    _ = list.push(payload: payload, crashAfterLink: true)
+                    raise(SIGKILL)
+                }
+                if list.push(payload: payload) {
+                    RoomSignal(heap).notify()
+                    return
+                }
             }
             heap.free(payload: payload)
         } else if old == 0 {
@@ -512,10 +614,13 @@ public final class SessionMemory: @unchecked Sendable {
     /// Free bytes of a segment (0 when it is not part of the session).
     ///
     /// Includes the blocks this process keeps in its local cache (they are free for it);
-    /// other processes' caches count as used until they flush them.
+    /// other processes' caches and remote-free lists count as used until they take them back.
+    /// Blocks that peers released into this process's remote-free list are taken back first.
     public func freeMemory(segmentID: UInt16) -> Int {
         guard let heap = try? segment(segmentID, create: false) else { return 0 }
-        return heap.freeBytes + (segmentID == ownSegmentID ? cache.bytes : 0)
+        guard segmentID == ownSegmentID else { return heap.freeBytes }
+        takeRemoteFrees(heap)
+        return heap.freeBytes + cache.bytes
     }
 
     /// Size of a segment in bytes (0 when it is not part of the session).
@@ -535,6 +640,12 @@ public final class SessionMemory: @unchecked Sendable {
     public func verifySegment(_ segmentID: UInt16) -> String? {
         guard let heap = try? segment(segmentID, create: false) else { return "segment \(segmentID) is not mapped" }
         return heap.verify()
+    }
+
+    /// Used blocks of a segment by state (live, cached, released, other) with their bytes; for
+    /// leak diagnostics in tests. Only blocks at alignment 16 are classified; others count as "other".
+    @_spi(Testing) public func usedBlockCensus(segmentID: UInt16) -> [String: (blocks: Int, bytes: Int)] {
+        (try? segment(segmentID, create: false))?.usedCensus() ?? [:]
     }
 
     /// How often arenas of a segment were rebuilt after a lock holder died.
@@ -558,6 +669,18 @@ public final class SessionMemory: @unchecked Sendable {
         }
     }
 
+    /// The crash point armed for this process's next remote-free push or take, if any.
+    @inline(__always) private var testCrashPoint: CrashPoint? {
+        let armed = armedCrash.load(ordering: .relaxed)
+        return armed == 0 ? nil : CrashPoint.allCases[armed - 1]
+    }
+
+    /// Test hook: this process dies by SIGKILL the next time it reaches `point` (the remote-free
+    /// points only), in the middle of real work.
+    @_spi(Testing) public func armCrash(at point: CrashPoint) {
+        armedCrash.store(CrashPoint.allCases.firstIndex(of: point)! + 1, ordering: .relaxed)
+    }
+
     /// Test hooks: die by SIGKILL while holding a lock, in the middle of an update, so that
     /// the crash tests can prove the owner-died repair.
     @_spi(Testing) public enum CrashPoint: String, Sendable, CaseIterable {
@@ -569,6 +692,20 @@ public final class SessionMemory: @unchecked Sendable {
         case freeMerged = "free-merged"
         /// The session lock is held while a process entry is half claimed.
         case sessionLockClaiming = "session-lock-claiming"
+        /// A releaser wrote a block's remote-free link but did not publish it (the block leaks).
+        case remotePushLinked = "remote-push-linked"
+        /// The owner took its remote-free chain and dies walking it (the chain's blocks leak).
+        case remoteTakeWalking = "remote-take-walking"
+        /// The owner dies with blocks in its remote-free list: the pruner must free them all.
+        case remoteListFull = "remote-list-full"
+
+        /// Whether the point dies holding an arena lock, so that the next locker repairs the arena.
+        public var holdsArenaLock: Bool {
+            switch self {
+            case .allocationUnlinked, .allocationSplit, .freeMerged: return true
+            case .sessionLockClaiming, .remotePushLinked, .remoteTakeWalking, .remoteListFull: return false
+            }
+        }
     }
 
     /// Performs the first half of an operation and SIGKILLs this process (see ``CrashPoint``).
@@ -596,6 +733,22 @@ public final class SessionMemory: @unchecked Sendable {
             let c = a - 32
             let size = Int(heap.u64(c) & ~SegmentLayout.Chunk.usedBit)
             heap.setU64(c, UInt64(size))
+        case .remotePushLinked:
+            // As a releaser of a block of this process's own slot (a peer's view of it).
+            let block = try! allocate(size: 300)
+            _ = RemoteFreeList(heap, slot: processSlot).push(payload: Int(block.offset), crashAfterLink: true)
+        case .remoteTakeWalking, .remoteListFull:
+            // Three blocks "released by peers" wait in this process's list.
+            let list = RemoteFreeList(heap, slot: processSlot)
+            for _ in 0..<3 {
+                let block = try! allocate(size: 300)
+                heap.atomic32(Int(block.offset) - SegmentLayout.Block.headerSize + SegmentLayout.Block.refCount).store(0, ordering: .relaxed)
+                _ = list.push(payload: Int(block.offset))
+            }
+            if point == .remoteTakeWalking {
+                armCrash(at: point)
+                takeRemoteFrees(heap)
+            }
         case .sessionLockClaiming:
             if let mng = state.withLock({ $0.management }) {
                 pthread_mutex_lock(mng.mutex)
@@ -629,7 +782,12 @@ public final class SessionMemory: @unchecked Sendable {
             return s.heartbeat
         }
         heartbeat?.stop()
-        if let b = base(ownSegmentID) { cache.flush(into: SegmentHeap(base: b)) }
+        if let b = base(ownSegmentID) {
+            // Close before flushing: a peer releasing a block of ours from now on frees it itself.
+            let heap = SegmentHeap(base: b)
+            RemoteFreeList(heap, slot: processSlot).close()
+            cache.flush(into: heap)
+        }
         let noCleanup = configuration.noCleanup
         let dir = directory
         let id = self.id

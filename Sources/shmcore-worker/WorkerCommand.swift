@@ -19,7 +19,7 @@ struct WorkerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "shmcore-worker",
         abstract: "Stress the shared-memory core from a real process (used by the multi-process tests).",
-        subcommands: [CreateControl.self, Run.self, Crash.self, Attach.self])
+        subcommands: [CreateControl.self, Run.self, Crash.self, Attach.self, Release.self])
 }
 
 struct CreateControl: ParsableCommand {
@@ -67,6 +67,29 @@ struct Attach: ParsableCommand {
             fputs("shmcore-worker: \(error)\n", stderr)
             throw ExitCode(2)
         }
+    }
+}
+
+struct Release: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Attach, wait, then release a block another process allocated (the full-segment wake-up test).")
+
+    @Option(name: .shortAndLong, help: "Session id.") var session: String
+    @Option(help: "Shared memory directory.") var shmDir: String
+    @Option(help: "Segment size in bytes.") var segmentSize: Int = 16 << 20
+    @Option(help: "Payload offset of the block in segment 0.") var offset: UInt64
+    @Option(help: "Payload size of the block.") var size: UInt64
+    @Option(help: "Wait this long after attaching before the release.") var afterMilliseconds: Int = 0
+
+    func run() throws {
+        let config = SessionConfiguration(session: try SessionID(session), directory: FilePath(shmDir), segmentSize: segmentSize)
+        let memory = try SessionMemory(config, logger: Logger(label: "shmcore-worker"))
+        let block = try memory.validatedBlock(segmentID: 0, offset: offset, size: size)
+        usleep(UInt32(afterMilliseconds) * 1000)
+        memory.release(block)
+        print("released \(offset)")
+        fflush(nil)
+        memory.detach()
     }
 }
 

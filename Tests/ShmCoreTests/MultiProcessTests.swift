@@ -198,6 +198,11 @@ struct MultiProcessTests {
             let result = child.wait()
             #expect(result.status == 0 && result.reason == .exit, "worker \(child.index): \(result.stderr)")
         }
+        let census = memory.usedBlockCensus(segmentID: 0)
+        print("crash test: used blocks left \(census)")
+        // Released blocks nobody took back: a killed process holds at most the one it was handing
+        // over (its remote-free chains stay reachable for the pruner), so at most one per kill.
+        #expect((census["released"]?.blocks ?? 0) <= crashRounds, "\(census)")
         print("crash test: \(crashRounds) kills, longest stall of a live worker \(longestStall / 1_000_000) ms, arena repairs \(memory.repairCount(segmentID: 0)), free \(memory.freeMemory(segmentID: 0)) of \(memory.heapSize(segmentID: 0))")
         #expect(longestStall < 1_000_000_000, "a survivor stalled \(longestStall / 1_000_000) ms")
         #expect(memory.verifySegment(0) == nil)
@@ -211,7 +216,7 @@ struct MultiProcessTests {
         #expect(dir.entries().isEmpty)
     }
 
-    @Test("a process killed inside an allocator or session-lock update is repaired by the next locker", arguments: SessionMemory.CrashPoint.allCases)
+    @Test("a process killed inside an allocator, session-lock or remote-free update is repaired by the next locker or pruner", arguments: SessionMemory.CrashPoint.allCases)
     func killedHoldingLock(point: SessionMemory.CrashPoint) throws {
         let dir = try ShmFixtureDirectory.onTmpfs()
         defer { #expect(dir.remove().isEmpty) }
@@ -231,18 +236,55 @@ struct MultiProcessTests {
         #expect(!states.contains(ManagementLayout.ProcessEntry.claiming), "entries \(states.filter { $0 != 0 })")
         #expect(states.filter { $0 == ManagementLayout.ProcessEntry.attached }.count == 1)
         #expect(memory.verifySegment(0) == nil)
-        if point != .sessionLockClaiming {
+        switch point {
+        case .sessionLockClaiming, .remoteListFull:
+            // Nothing leaks: the pruner closed the dead owner's remote-free list and freed its blocks.
+            #expect(memory.freeMemory(segmentID: 0) == empty)
+        case .remotePushLinked, .remoteTakeWalking:
+            // No lock was held; at most the blocks in the dead process's hands leak.
+            #expect(memory.repairCount(segmentID: 0) == 0)
+            #expect(memory.freeMemory(segmentID: 0) >= empty - 2048)
+        case .allocationUnlinked, .allocationSplit, .freeMerged:
+            #expect(point.holdsArenaLock)
             #expect(memory.repairCount(segmentID: 0) >= 1)
             // At most the block the dead process was taking leaks.
             #expect(memory.freeMemory(segmentID: 0) >= empty - 2048)
-        } else {
-            #expect(memory.freeMemory(segmentID: 0) == empty)
         }
         // A new process can still attach and work.
         let again = try SessionMemory(config, logger: testLogger)
         let b = try again.allocate(size: 1000)
         again.release(b)
         again.detach()
+        memory.detach()
+        #expect(dir.entries().isEmpty)
+    }
+
+    @Test("an allocation waiting on a full segment is woken by a free in another process, not by its retry interval")
+    func fullSegmentWaiterIsWokenByRemoteFree() throws {
+        let dir = try ShmFixtureDirectory.onTmpfs()
+        defer { #expect(dir.remove().isEmpty) }
+        var config = testConfiguration("waiter", directory: dir, segmentSize: 1 << 20, arenas: 1)
+        // A fixed-interval sleep would wait 60 s between attempts; the futex wake-up must come first.
+        config.badAlloc = .forever(intervalMilliseconds: 60_000)
+        let memory = try SessionMemory(config, logger: testLogger)
+        let hog = try memory.allocate(size: 900_000)
+        let child = try WorkerProcess(
+            index: 0,
+            arguments: [
+                "release", "-s", config.session.rawValue, "--shm-dir", dir.path, "--segment-size", "\(1 << 20)",
+                "--offset", "\(hog.offset)", "--size", "\(hog.size)", "--after-milliseconds", "300",
+            ])
+        let start = ContinuousClock.now
+        let got = try memory.allocate(size: 200_000)
+        let waited = ContinuousClock.now - start
+        let result = child.wait()
+        #expect(result.status == 0 && result.reason == .exit, "\(result.stderr)")
+        #expect(result.stdout.contains("released"), "\(result.stdout)")
+        print("full-segment waiter woken \(waited) after it started waiting (the peer frees after 300 ms)")
+        #expect(waited >= .milliseconds(250))
+        #expect(waited < .seconds(30), "the waiter slept its 60 s interval instead of being woken")
+        memory.release(got)
+        #expect(memory.freeMemory(segmentID: 0) == memory.heapSize(segmentID: 0))
         memory.detach()
         #expect(dir.entries().isEmpty)
     }
