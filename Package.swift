@@ -35,6 +35,8 @@ let package = Package(
     targets: [
         // Layer 1: C shims — only what Swift cannot call.
         .target(name: "CShmTransport", cSettings: strictCSettings),
+        // Counts heap allocations of the executable that links it (benchmarks and test peers only).
+        .target(name: "CMallocCounter", cSettings: strictCSettings),
         .systemLibrary(
             name: "CZeroMQ",
             pkgConfig: "libzmq",
@@ -117,7 +119,7 @@ let package = Package(
         .executableTarget(
             name: "transport-peer",
             dependencies: [
-                "ShmTransport", "ShmCore", "ShmCleanup", "ShmTestSupport",
+                "ShmTransport", "ShmCore", "ShmCleanup", "ShmTestSupport", "CMallocCounter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
@@ -129,7 +131,7 @@ let package = Package(
         .executableTarget(
             name: "transport-bench",
             dependencies: [
-                "ShmTransport", "ShmCore", "ShmCleanup",
+                "ShmTransport", "ShmCore", "ShmCleanup", "CMallocCounter", "CZeroMQ",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),

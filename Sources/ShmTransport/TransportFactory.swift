@@ -62,18 +62,26 @@ public final class TransportFactory: @unchecked Sendable {
     /// - Throws: ``TransportError/Code/invalidArgument`` for a bad size or alignment,
     ///   ``TransportError/Code/badAlloc`` when the memory is full (after the configured retries).
     public func makeMessage(size: Int, alignment: Int = 0) throws(TransportError) -> Message {
+        let (storage, base) = try makePayload(size: size, alignment: alignment)
+        return Message(factory: self, storage: storage, base: base, size: size, alignment: alignment)
+    }
+
+    /// A payload of `size` bytes for a message of this factory (`.empty` for 0); the checks of
+    /// ``makeMessage(size:alignment:)``. Allocates no Swift object over `shmem`, so a handle
+    /// rebuilt with it costs no heap allocation.
+    func makePayload(size: Int, alignment: Int) throws(TransportError) -> (Message.Storage, UnsafeMutableRawPointer?) {
         guard size >= 0 else { throw TransportError(.invalidArgument, "message size \(size) is negative; give 0 or more bytes") }
         guard alignment == 0 || (alignment > 0 && alignment & (alignment - 1) == 0 && alignment <= 1 << 20) else {
             throw TransportError(.invalidArgument, "alignment \(alignment) is not a power of two up to 1048576; give e.g. 64 or 4096, or 0 for the default")
         }
-        if size == 0 { return makeMessage(alignment: alignment) }
+        if size == 0 { return (.empty, nil) }
         switch kind {
         case .zeromq:
             let payload = try HeapPayload(size: size, alignment: alignment)
-            return Message(factory: self, storage: .heap(payload), base: payload.base, size: size, alignment: alignment)
+            return (.heap(payload), payload.base)
         case .shmem:
             let (payload, base) = try shmAllocate(size: size, alignment: alignment)
-            return Message(factory: self, storage: .shm(payload), base: base, size: size, alignment: alignment)
+            return (.shm(payload), base)
         }
     }
 
