@@ -144,26 +144,27 @@ public enum MetadataCodec {
             let region = frame.littleEndian(UInt16.self, at: at + 18)
             let flags = frame.littleEndian(UInt16.self, at: at + 20)
             let reserved = frame.littleEndian(UInt16.self, at: at + 22)
-            let what = "part \(index + 1) of \(count)"
-            guard reserved == 0 else { throw invalid("metadata \(what) has a non-zero reserved field; the frame is corrupt or \(mismatch)") }
+            // Built only for an error: this loop runs for every received message.
+            func what() -> String { "part \(index + 1) of \(count)" }
+            guard reserved == 0 else { throw invalid("metadata \(what()) has a non-zero reserved field; the frame is corrupt or \(mismatch)") }
             guard flags & ~flagEmpty == 0 else {
-                throw invalid("metadata \(what) has unknown flags 0x\(String(flags, radix: 16)); run the same ShmTransport version on both peers")
+                throw invalid("metadata \(what()) has unknown flags 0x\(String(flags, radix: 16)); run the same ShmTransport version on both peers")
             }
             if flags & flagEmpty != 0 {
                 guard offset == 0, size == 0, segment == 0, region == 0 else {
-                    throw invalid("metadata \(what) is marked empty but names a payload; the frame is corrupt")
+                    throw invalid("metadata \(what()) is marked empty but names a payload; the frame is corrupt")
                 }
                 parts.append(.empty)
                 continue
             }
             guard region == 0 else {
-                throw invalid("metadata \(what) names unmanaged region \(region), which this session does not have; unmanaged regions are not supported by this transport")
+                throw invalid("metadata \(what()) names unmanaged region \(region), which this session does not have; unmanaged regions are not supported by this transport")
             }
             guard size > 0 else {
-                throw invalid("metadata \(what) names a payload of 0 bytes without the empty flag; the frame is corrupt")
+                throw invalid("metadata \(what()) names a payload of 0 bytes without the empty flag; the frame is corrupt")
             }
             guard size <= UInt64(Int.max), offset <= UInt64(Int.max) - size else {
-                throw invalid("metadata \(what) has offset \(offset) and size \(size), which overflow; the frame is corrupt")
+                throw invalid("metadata \(what()) has offset \(offset) and size \(size), which overflow; the frame is corrupt")
             }
             parts.append(BlockDescriptor(segmentID: segment, regionID: 0, offset: offset, size: size))
         }
