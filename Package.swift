@@ -119,7 +119,7 @@ let package = Package(
         .executableTarget(
             name: "transport-peer",
             dependencies: [
-                "ShmTransport", "ShmCore", "ShmCleanup", "ShmTestSupport",
+                "ShmTransport", "ShmCore", "ShmCleanup", "ShmTestSupport", "CMallocCounter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),

@@ -44,7 +44,7 @@ struct FrameSampler: Sampler {
         self.frameSize = frameSize
     }
 
-    func run(warmup: Double, seconds: Double) throws -> (messages: UInt64, allocations: UInt64) {
+    func run(warmup: Double, seconds: Double) throws -> (messages: UInt64, allocations: Allocations) {
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: frameSize, alignment: 16)
         defer { buffer.deallocate() }
         memset(buffer, 0, frameSize)

@@ -95,7 +95,9 @@ struct TransportBench: ParsableCommand {
             handler.logLevel = .warning
             return handler
         }
-        guard cmc_is_active() == 1 else { throw ValidationError("the allocation counter is not active in this build") }
+        guard cmc_is_active() == 1, cmc_separate_libzmq() > 0 else {
+            throw ValidationError("the allocation counter is not active in this build, or cannot find libzmq's code")
+        }
         if let sinkConnect {
             try runSink(connect: sinkConnect)
             return
@@ -117,7 +119,7 @@ struct TransportBench: ParsableCommand {
                 }
             }
         }
-        print("| transport | size | msgs/s (median) | spread (min–max) | GiB/s | allocs/msg sampler | allocs/msg sink | CPU µs/msg (both) |")
+        print("| transport | size | msgs/s (median) | spread (min–max) | GiB/s | allocs/msg sampler (ours + libzmq) | allocs/msg sink (ours + libzmq) | CPU µs/msg (both) |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for size in sizeList {
             for kind in kinds where kind != Self.yardstick || size == sizeList[0] {
@@ -127,7 +129,7 @@ struct TransportBench: ParsableCommand {
                 let shown = kind == Self.yardstick ? frameSize : size
                 let best = list.min { abs($0.rate - median) < abs($1.rate - median) }!
                 print(
-                    "| \(kind) | \(Self.bytes(shown)) | \(Self.count(median)) | \(Self.count(rates.first!))–\(Self.count(rates.last!)) | \(String(format: "%.2f", median * Double(shown) / Double(1 << 30))) | \(String(format: "%.3f", best.samplerAllocationsPerMessage)) | \(String(format: "%.3f", best.sinkAllocationsPerMessage)) | \(String(format: "%.2f", best.cpuMicrosecondsPerMessage)) |"
+                    "| \(kind) | \(Self.bytes(shown)) | \(Self.count(median)) | \(Self.count(rates.first!))–\(Self.count(rates.last!)) | \(String(format: "%.2f", median * Double(shown) / Double(1 << 30))) | \(best.samplerAllocations.perMessage(best.samplerMessages)) | \(best.sinkAllocations.perMessage(best.messages)) | \(String(format: "%.2f", best.cpuMicrosecondsPerMessage)) |"
                 )
             }
         }
@@ -150,17 +152,15 @@ struct TransportBench: ParsableCommand {
         var size: Int
         var messages: UInt64
         var seconds: Double
-        var samplerAllocations: UInt64
+        var samplerAllocations: Allocations
         var samplerMessages: UInt64
-        var sinkAllocations: UInt64
+        var sinkAllocations: Allocations
         var cpuSeconds: Double
         var rate: Double { Double(messages) / seconds }
-        var samplerAllocationsPerMessage: Double { Double(samplerAllocations) / Double(max(1, samplerMessages)) }
-        var sinkAllocationsPerMessage: Double { Double(sinkAllocations) / Double(max(1, messages)) }
         var cpuMicrosecondsPerMessage: Double { cpuSeconds * 1e6 / Double(max(1, messages)) }
 
         func json(kind: String, repetition: Int, endpoint: String, memset: Bool) -> String {
-            "{\"transport\":\"\(kind)\",\"size\":\(size),\"repetition\":\(repetition),\"endpoint\":\"\(endpoint)\",\"memset\":\(memset),\"messages\":\(messages),\"seconds\":\(seconds),\"messages_per_second\":\(rate),\"sampler_allocations\":\(samplerAllocations),\"sampler_messages\":\(samplerMessages),\"sink_allocations\":\(sinkAllocations),\"cpu_seconds\":\(cpuSeconds)}"
+            "{\"transport\":\"\(kind)\",\"size\":\(size),\"repetition\":\(repetition),\"endpoint\":\"\(endpoint)\",\"memset\":\(memset),\"messages\":\(messages),\"seconds\":\(seconds),\"messages_per_second\":\(rate),\"sampler_allocations\":\(samplerAllocations.ours),\"sampler_libzmq_allocations\":\(samplerAllocations.libzmq),\"sampler_messages\":\(samplerMessages),\"sink_allocations\":\(sinkAllocations.ours),\"sink_libzmq_allocations\":\(sinkAllocations.libzmq),\"cpu_seconds\":\(cpuSeconds)}"
         }
     }
 
@@ -206,15 +206,15 @@ struct TransportBench: ParsableCommand {
         let reply = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         sink.waitUntilExit()
         let fields = reply.split(whereSeparator: \.isWhitespace)
-        guard sink.terminationStatus == 0, fields.count == 5, fields[0] == "received",
-            let messages = UInt64(fields[1]), let timed = Double(fields[2]), let allocations = UInt64(fields[3]),
-            let cpuSink = Double(fields[4])
+        guard sink.terminationStatus == 0, fields.count == 6, fields[0] == "received",
+            let messages = UInt64(fields[1]), let timed = Double(fields[2]), let ours = UInt64(fields[3]),
+            let libzmq = UInt64(fields[4]), let cpuSink = Double(fields[5])
         else {
             throw ValidationError("\(kind) \(size): the sink failed (status \(sink.terminationStatus)): \(reply)")
         }
         return Run(
             size: size, messages: messages, seconds: timed, samplerAllocations: sent.allocations, samplerMessages: sent.messages,
-            sinkAllocations: allocations, cpuSeconds: cpuSampler * Double(messages) / Double(max(1, sent.messages)) + cpuSink)
+            sinkAllocations: Allocations(ours: ours, libzmq: libzmq), cpuSeconds: cpuSampler * Double(messages) / Double(max(1, sent.messages)) + cpuSink)
     }
 
     func runSink(connect: String) throws {
@@ -227,7 +227,7 @@ struct TransportBench: ParsableCommand {
         // ones count from 0; the end mark stops the run.
         var expected: UInt64 = 0
         var start = 0.0
-        var allocationsBefore: UInt64 = 0
+        var allocationsBefore = Allocations.now()
         var cpuBefore = 0.0
         var counted: UInt64 = 0
         while true {
@@ -237,17 +237,17 @@ struct TransportBench: ParsableCommand {
             guard sequence == expected else { throw ValidationError("sink: expected message \(expected), got \(sequence)") }
             if sequence == 0 {
                 start = Self.now()
-                allocationsBefore = cmc_process_allocations()
+                allocationsBefore = Allocations.now()
                 cpuBefore = Self.cpuSeconds()
             }
             expected += 1
             counted += 1
         }
         let elapsed = Self.now() - start
-        let allocations = cmc_process_allocations() - allocationsBefore
+        let allocations = Allocations.now() - allocationsBefore
         let cpu = Self.cpuSeconds() - cpuBefore
         guard counted > 0 else { throw ValidationError("sink: no timed message arrived") }
-        print("received \(counted) \(elapsed) \(allocations) \(cpu)")
+        print("received \(counted) \(elapsed) \(allocations.ours) \(allocations.libzmq) \(cpu)")
     }
 }
 
@@ -256,7 +256,27 @@ struct TransportBench: ParsableCommand {
 protocol Sampler {
     var address: String { get }
     /// Sends warm-up messages for `warmup` seconds, timed ones for `seconds`, then the end mark.
-    func run(warmup: Double, seconds: Double) throws -> (messages: UInt64, allocations: UInt64)
+    func run(warmup: Double, seconds: Double) throws -> (messages: UInt64, allocations: Allocations)
+}
+
+/// Heap allocations of this process (every thread): ours, and those libzmq made itself.
+struct Allocations {
+    var ours: UInt64
+    var libzmq: UInt64
+
+    static func now() -> Allocations {
+        let libzmq = cmc_process_libzmq_allocations()
+        return Allocations(ours: cmc_process_allocations() - libzmq, libzmq: libzmq)
+    }
+
+    static func - (a: Allocations, b: Allocations) -> Allocations {
+        Allocations(ours: a.ours - b.ours, libzmq: a.libzmq - b.libzmq)
+    }
+
+    func perMessage(_ messages: UInt64) -> String {
+        let n = Double(max(1, messages))
+        return String(format: "%.3f + %.3f", Double(ours) / n, Double(libzmq) / n)
+    }
 }
 
 protocol Receiver {
@@ -266,14 +286,14 @@ protocol Receiver {
 
 extension Sampler {
     /// The loop both samplers share: `send(sequence)` sends one message.
-    func loop(warmup: Double, seconds: Double, send: (UInt64) throws -> Void) throws -> (messages: UInt64, allocations: UInt64) {
+    func loop(warmup: Double, seconds: Double, send: (UInt64) throws -> Void) throws -> (messages: UInt64, allocations: Allocations) {
         var sequence: UInt64 = 1 << 63
         let warmupEnd = TransportBench.now() + warmup
         while TransportBench.now() < warmupEnd {
             try send(sequence)
             sequence += 1
         }
-        let allocationsBefore = cmc_process_allocations()
+        let allocationsBefore = Allocations.now()
         sequence = 0
         let end = TransportBench.now() + seconds
         while true {
@@ -282,7 +302,7 @@ extension Sampler {
             try send(sequence)
             sequence += 1
         }
-        let allocations = cmc_process_allocations() - allocationsBefore
+        let allocations = Allocations.now() - allocationsBefore
         try send(TransportBench.endMark)
         return (sequence, allocations)
     }
@@ -305,7 +325,7 @@ struct MessageSampler: Sampler {
         self.memset = memset
     }
 
-    func run(warmup: Double, seconds: Double) throws -> (messages: UInt64, allocations: UInt64) {
+    func run(warmup: Double, seconds: Double) throws -> (messages: UInt64, allocations: Allocations) {
         let message = factory.makeMessage()
         let size = self.size
         let memset = self.memset

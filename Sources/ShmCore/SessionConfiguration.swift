@@ -53,6 +53,11 @@ public struct SessionConfiguration: Sendable {
     public var zeroSegmentOnAttach: Bool
     /// Lock the segment into RAM on every attach.
     public var mlockSegmentOnAttach: Bool
+    /// Map every page of each segment into this process when it creates or attaches it
+    /// (`MADV_POPULATE_WRITE`, or one write per page where the kernel lacks it), so no message
+    /// pays for a first-touch page fault later. Costs the fault time of the whole segment at
+    /// start (`docs/benchmarks.md`), and the page tables of every page.
+    public var prefaultSegment: Bool
     /// When this process is the last to detach, leave the memory in place.
     public var noCleanup: Bool
     /// Number of arenas (independently locked heaps) a new segment is split into; `nil` picks
@@ -75,6 +80,7 @@ public struct SessionConfiguration: Sendable {
         mlockSegmentOnCreation: Bool = false,
         zeroSegmentOnAttach: Bool = false,
         mlockSegmentOnAttach: Bool = false,
+        prefaultSegment: Bool = false,
         noCleanup: Bool = false,
         arenaCount: Int? = nil,
         localCacheBytes: Int? = nil
@@ -89,6 +95,7 @@ public struct SessionConfiguration: Sendable {
         self.mlockSegmentOnCreation = mlockSegmentOnCreation
         self.zeroSegmentOnAttach = zeroSegmentOnAttach
         self.mlockSegmentOnAttach = mlockSegmentOnAttach
+        self.prefaultSegment = prefaultSegment
         self.noCleanup = noCleanup
         self.arenaCount = arenaCount
         self.localCacheBytes = localCacheBytes

@@ -27,148 +27,145 @@ public struct BlockDescriptor: Sendable, Hashable {
     public static let empty = BlockDescriptor(segmentID: 0, offset: 0, size: 0, isEmpty: true)
 }
 
-/// The `shmem` transport's metadata frame: the one ZeroMQ frame that travels per message (or per
-/// multipart message) while the payload stays in shared memory.
+/// The `shmem` transport's metadata frames: what travels over ZeroMQ while the payload stays in
+/// shared memory. A message of n parts is one ZeroMQ message of n frames, one per part, each
+/// 32 bytes (unless padded):
 ///
 /// ```
 /// offset  size  field
 ///      0     4  magic "SHMT" (0x544D4853, little-endian)
-///      4     2  version (1)
-///      6     2  part count n (1 ... 65535)
-///      8     8  shmId of the sender's session (as a number)
-///     16  24·n  parts, each:
-///               +0  u64 payload offset in the segment   +16 u16 segment id
-///               +8  u64 payload size                     +18 u16 region id (0 = managed)
-///                                                        +20 u16 flags (bit 0 = empty)
-///                                                        +22 u16 reserved (0)
-///  16+24n  ...  zero padding up to the configured metadata message size
+///      4     1  version (2)
+///      5     1  flags (0)
+///      6     2  part count n of the message (1 ... 65535), the same in every frame
+///      8     4  shmId of the sender's session (its 32 bits as a number)
+///     12     8  payload offset in the segment
+///     20     8  payload size (0 only for an empty part, whose fields are all 0)
+///     28     2  segment id
+///     30     2  region id (0 = managed segment)
+///     32   ...  zero padding up to the configured metadata message size
 /// ```
-/// All integers are little-endian. The encoding is canonical: a frame is accepted only if
-/// re-encoding what was decoded gives the same bytes, so any corruption is refused.
-/// FairMQ's frame (40-byte `MetaHeader`s) differs; the magic makes a mix-up an error, not a crash.
+/// All integers are little-endian. 32 bytes is below libzmq's 33-byte inline limit, so a frame
+/// costs no heap allocation in libzmq on either side. The encoding is canonical: a frame is
+/// accepted only if re-encoding what was decoded gives the same bytes, so any corruption is
+/// refused. FairMQ's frames (40-byte `MetaHeader`s) differ; the magic makes a mix-up an error.
 public enum MetadataCodec {
     /// "SHMT" read as a little-endian `UInt32`.
     public static let magic: UInt32 = 0x544D_4853
-    /// The version this build writes and reads.
-    public static let version: UInt16 = 1
-    /// Size of the frame header.
-    public static let headerSize = 16
-    /// Size of one part record.
-    public static let partSize = 24
-    /// Most parts a frame can carry.
+    /// The version this build writes and reads (1 was one frame of 16 + 24·n bytes).
+    public static let version: UInt8 = 2
+    /// Size of a frame without padding.
+    public static let frameSize = 32
+    /// Most parts a message can carry.
     public static let maximumParts = Int(UInt16.max)
 
-    static let flagEmpty: UInt16 = 1
+    /// The size of one frame, padded to at least `minimumSize`.
+    public static func encodedSize(minimumSize: Int = 0) -> Int { max(frameSize, minimumSize) }
 
-    /// The frame size for `partCount` parts, padded to at least `minimumSize`.
-    public static func encodedSize(partCount: Int, minimumSize: Int = 0) -> Int {
-        max(headerSize + partSize * partCount, minimumSize)
-    }
-
-    /// Writes a frame for `parts` into `buffer`, which must be exactly
-    /// `encodedSize(partCount: parts.count, minimumSize: ...)` bytes long.
-    public static func encode(
-        shmID: UInt64, parts: some Collection<BlockDescriptor>, into buffer: UnsafeMutableRawBufferPointer
-    ) {
-        precondition(!parts.isEmpty && parts.count <= maximumParts)
-        precondition(buffer.count >= headerSize + partSize * parts.count)
+    /// Writes the frame of one part of a message of `partCount` parts into `buffer` (at least
+    /// ``frameSize`` bytes; the rest is zeroed as padding).
+    @inline(__always)
+    public static func encode(shmID: UInt64, partCount: Int, part: BlockDescriptor, into buffer: UnsafeMutableRawBufferPointer) {
+        precondition(partCount >= 1 && partCount <= maximumParts && buffer.count >= frameSize)
         buffer.storeBytes(of: magic.littleEndian, toByteOffset: 0, as: UInt32.self)
-        buffer.storeBytes(of: version.littleEndian, toByteOffset: 4, as: UInt16.self)
-        buffer.storeBytes(of: UInt16(parts.count).littleEndian, toByteOffset: 6, as: UInt16.self)
-        buffer.storeBytes(of: shmID.littleEndian, toByteOffset: 8, as: UInt64.self)
-        var at = headerSize
-        for part in parts {
-            buffer.storeBytes(of: (part.isEmpty ? 0 : part.offset).littleEndian, toByteOffset: at, as: UInt64.self)
-            buffer.storeBytes(of: (part.isEmpty ? 0 : part.size).littleEndian, toByteOffset: at + 8, as: UInt64.self)
-            buffer.storeBytes(of: (part.isEmpty ? 0 : part.segmentID).littleEndian, toByteOffset: at + 16, as: UInt16.self)
-            buffer.storeBytes(of: (part.isEmpty ? 0 : part.regionID).littleEndian, toByteOffset: at + 18, as: UInt16.self)
-            buffer.storeBytes(of: (part.isEmpty ? flagEmpty : 0).littleEndian, toByteOffset: at + 20, as: UInt16.self)
-            buffer.storeBytes(of: UInt16(0), toByteOffset: at + 22, as: UInt16.self)
-            at += partSize
-        }
-        if at < buffer.count {
-            UnsafeMutableRawBufferPointer(rebasing: buffer[at...]).initializeMemory(as: UInt8.self, repeating: 0)
+        buffer.storeBytes(of: version, toByteOffset: 4, as: UInt8.self)
+        buffer.storeBytes(of: UInt8(0), toByteOffset: 5, as: UInt8.self)
+        buffer.storeBytes(of: UInt16(partCount).littleEndian, toByteOffset: 6, as: UInt16.self)
+        buffer.storeBytes(of: UInt32(truncatingIfNeeded: shmID).littleEndian, toByteOffset: 8, as: UInt32.self)
+        let empty = part.isEmpty
+        buffer.storeBytes(of: (empty ? 0 : part.offset).littleEndian, toByteOffset: 12, as: UInt64.self)
+        buffer.storeBytes(of: (empty ? 0 : part.size).littleEndian, toByteOffset: 20, as: UInt64.self)
+        buffer.storeBytes(of: (empty ? 0 : part.segmentID).littleEndian, toByteOffset: 28, as: UInt16.self)
+        buffer.storeBytes(of: (empty ? 0 : part.regionID).littleEndian, toByteOffset: 30, as: UInt16.self)
+        if buffer.count > frameSize {
+            UnsafeMutableRawBufferPointer(rebasing: buffer[frameSize...]).initializeMemory(as: UInt8.self, repeating: 0)
         }
     }
 
-    /// Encodes into a new array (for tests and tools; the transport writes into ZeroMQ's buffer).
-    public static func encode(shmID: UInt64, parts: [BlockDescriptor], minimumSize: Int = 0) -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: encodedSize(partCount: parts.count, minimumSize: minimumSize))
-        bytes.withUnsafeMutableBytes { encode(shmID: shmID, parts: parts, into: $0) }
-        return bytes
+    /// The frames of a whole message, as arrays (for tests and tools; the transport writes into
+    /// ZeroMQ's buffers).
+    public static func encode(shmID: UInt64, parts: [BlockDescriptor], minimumSize: Int = 0) -> [[UInt8]] {
+        parts.map { part in
+            var bytes = [UInt8](repeating: 0, count: encodedSize(minimumSize: minimumSize))
+            bytes.withUnsafeMutableBytes { encode(shmID: shmID, partCount: parts.count, part: part, into: $0) }
+            return bytes
+        }
     }
 
-    /// Checks a received frame and returns the parts it names. Only the frame's own bytes are
-    /// read; whether the parts lie inside the session's memory is checked next, by the transport.
+    /// Checks one received frame and returns the part count of its message and the part it
+    /// names. Only the frame's own bytes are read; whether the part lies inside the session's
+    /// memory is checked next, by the transport.
     /// - Throws: ``TransportError/Code/invalidMetadata`` naming the problem (size, magic, version,
-    ///   session, part fields, padding), with a hint when peers probably use different transports.
+    ///   session, fields, padding), with a hint when the peer probably uses another transport.
+    @inline(__always)
     public static func decode(_ frame: UnsafeRawBufferPointer, expectedShmID: UInt64) throws(TransportError)
-        -> [BlockDescriptor]
+        -> (partCount: Int, part: BlockDescriptor)
     {
-        let mismatch = "the peer probably uses the zeromq transport or another program; give both peers the same transport"
-        guard frame.count >= headerSize else {
-            throw invalid("metadata frame of \(frame.count) bytes is shorter than the \(headerSize)-byte header; \(mismatch)")
-        }
-        let magicRead = frame.littleEndian(UInt32.self, at: 0)
-        guard magicRead == magic else {
-            throw invalid(
-                "metadata frame does not start with the shmem magic (found 0x\(String(magicRead, radix: 16))); \(mismatch)")
-        }
-        let versionRead = frame.littleEndian(UInt16.self, at: 4)
-        guard versionRead == version else {
-            throw invalid(
-                "metadata frame has version \(versionRead), this build reads version \(version); run the same ShmTransport version on both peers")
-        }
+        guard frame.count >= frameSize, frame.littleEndian(UInt32.self, at: 0) == magic,
+            frame.load(fromByteOffset: 4, as: UInt8.self) == version, frame.load(fromByteOffset: 5, as: UInt8.self) == 0
+        else { throw refusedHeader(frame) }
         let count = Int(frame.littleEndian(UInt16.self, at: 6))
-        guard count >= 1 else { throw invalid("metadata frame names 0 parts; a message has at least one part") }
-        let needed = headerSize + partSize * count
-        guard frame.count >= needed else {
-            throw invalid(
-                "metadata frame of \(frame.count) bytes is too short for its \(count) parts (needs \(needed)); the frame was truncated or \(mismatch)")
+        let shmID = frame.littleEndian(UInt32.self, at: 8)
+        let offset = frame.littleEndian(UInt64.self, at: 12)
+        let size = frame.littleEndian(UInt64.self, at: 20)
+        let segment = frame.littleEndian(UInt16.self, at: 28)
+        let region = frame.littleEndian(UInt16.self, at: 30)
+        guard count >= 1, shmID == UInt32(truncatingIfNeeded: expectedShmID), region == 0, size > 0 || (offset == 0 && segment == 0),
+            size <= UInt64(Int.max), offset <= UInt64(Int.max) - size,
+            frame.count == frameSize || isZero(UnsafeRawBufferPointer(rebasing: frame[frameSize...]))
+        else { throw refusedFields(frame, expectedShmID: expectedShmID) }
+        let part = size == 0 ? BlockDescriptor.empty : BlockDescriptor(segmentID: segment, regionID: 0, offset: offset, size: size)
+        return (count, part)
+    }
+
+    @inline(__always) static func isZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        bytes.allSatisfy { $0 == 0 }
+    }
+
+    static let mismatch = "the peer probably uses the zeromq transport or another program; give both peers the same transport"
+
+    /// Why the header of a frame was refused (built only for a refused frame).
+    @inline(never) static func refusedHeader(_ frame: UnsafeRawBufferPointer) -> TransportError {
+        guard frame.count >= 4, frame.littleEndian(UInt32.self, at: 0) == magic else {
+            if frame.count < 4 { return invalid("metadata frame of \(frame.count) bytes is shorter than the \(frameSize)-byte frame; \(mismatch)") }
+            return invalid(
+                "metadata frame does not start with the shmem magic (found 0x\(String(frame.littleEndian(UInt32.self, at: 0), radix: 16))); \(mismatch)")
         }
-        let shmID = frame.littleEndian(UInt64.self, at: 8)
-        guard shmID == expectedShmID else {
-            throw invalid(
-                "metadata frame comes from session shmId \(ShmID(number: shmID)), this socket's session is \(ShmID(number: expectedShmID)); give both peers the same session (SHMTRANSPORT_SESSION) and shm directory")
+        if frame.count >= 6 {
+            let versionRead = frame.load(fromByteOffset: 4, as: UInt8.self)
+            guard versionRead == version else {
+                return invalid(
+                    "metadata frame has version \(versionRead), this build reads version \(version); run the same ShmTransport version on both peers")
+            }
+            let flags = frame.load(fromByteOffset: 5, as: UInt8.self)
+            guard flags == 0 else {
+                return invalid("metadata frame has unknown flags 0x\(String(flags, radix: 16)); run the same ShmTransport version on both peers")
+            }
         }
-        for index in needed..<frame.count where frame[index] != 0 {
-            throw invalid("metadata frame has a non-zero byte at \(index) in its padding; the frame is corrupt or \(mismatch)")
+        return invalid("metadata frame of \(frame.count) bytes is shorter than the \(frameSize)-byte frame; the frame was truncated or \(mismatch)")
+    }
+
+    /// Why the fields of a frame with a good header were refused.
+    @inline(never) static func refusedFields(_ frame: UnsafeRawBufferPointer, expectedShmID: UInt64) -> TransportError {
+        let count = Int(frame.littleEndian(UInt16.self, at: 6))
+        let shmID = frame.littleEndian(UInt32.self, at: 8)
+        let offset = frame.littleEndian(UInt64.self, at: 12)
+        let size = frame.littleEndian(UInt64.self, at: 20)
+        let segment = frame.littleEndian(UInt16.self, at: 28)
+        let region = frame.littleEndian(UInt16.self, at: 30)
+        if count < 1 { return invalid("metadata frame names 0 parts; a message has at least one part") }
+        if shmID != UInt32(truncatingIfNeeded: expectedShmID) {
+            return invalid(
+                "metadata frame comes from session shmId \(ShmID(number: UInt64(shmID))), this socket's session is \(ShmID(number: expectedShmID)); give both peers the same session (SHMTRANSPORT_SESSION) and shm directory")
         }
-        var parts: [BlockDescriptor] = []
-        parts.reserveCapacity(count)
-        for index in 0..<count {
-            let at = headerSize + partSize * index
-            let offset = frame.littleEndian(UInt64.self, at: at)
-            let size = frame.littleEndian(UInt64.self, at: at + 8)
-            let segment = frame.littleEndian(UInt16.self, at: at + 16)
-            let region = frame.littleEndian(UInt16.self, at: at + 18)
-            let flags = frame.littleEndian(UInt16.self, at: at + 20)
-            let reserved = frame.littleEndian(UInt16.self, at: at + 22)
-            // Built only for an error: this loop runs for every received message.
-            func what() -> String { "part \(index + 1) of \(count)" }
-            guard reserved == 0 else { throw invalid("metadata \(what()) has a non-zero reserved field; the frame is corrupt or \(mismatch)") }
-            guard flags & ~flagEmpty == 0 else {
-                throw invalid("metadata \(what()) has unknown flags 0x\(String(flags, radix: 16)); run the same ShmTransport version on both peers")
-            }
-            if flags & flagEmpty != 0 {
-                guard offset == 0, size == 0, segment == 0, region == 0 else {
-                    throw invalid("metadata \(what()) is marked empty but names a payload; the frame is corrupt")
-                }
-                parts.append(.empty)
-                continue
-            }
-            guard region == 0 else {
-                throw invalid("metadata \(what()) names unmanaged region \(region), which this session does not have; unmanaged regions are not supported by this transport")
-            }
-            guard size > 0 else {
-                throw invalid("metadata \(what()) names a payload of 0 bytes without the empty flag; the frame is corrupt")
-            }
-            guard size <= UInt64(Int.max), offset <= UInt64(Int.max) - size else {
-                throw invalid("metadata \(what()) has offset \(offset) and size \(size), which overflow; the frame is corrupt")
-            }
-            parts.append(BlockDescriptor(segmentID: segment, regionID: 0, offset: offset, size: size))
+        if region != 0 {
+            return invalid("metadata frame names unmanaged region \(region), which this session does not have; unmanaged regions are not supported by this transport")
         }
-        return parts
+        if size == 0 && (offset != 0 || segment != 0) { return invalid("metadata frame names a payload of 0 bytes at offset \(offset) in segment \(segment); an empty part has every field 0, so the frame is corrupt") }
+        if size > UInt64(Int.max) || offset > UInt64(Int.max) - size {
+            return invalid("metadata frame has offset \(offset) and size \(size), which overflow; the frame is corrupt")
+        }
+        let at = (frameSize..<frame.count).first { frame[$0] != 0 } ?? frame.count
+        return invalid("metadata frame has a non-zero byte at \(at) in its padding; the frame is corrupt or \(mismatch)")
     }
 
     static func invalid(_ message: String) -> TransportError { TransportError(.invalidMetadata, message) }
@@ -176,6 +173,7 @@ public enum MetadataCodec {
 
 extension UnsafeRawBufferPointer {
     /// The little-endian integer at `offset` (any alignment).
+    @inline(__always)
     fileprivate func littleEndian<T: FixedWidthInteger & BitwiseCopyable>(_: T.Type, at offset: Int) -> T {
         T(littleEndian: loadUnaligned(fromByteOffset: offset, as: T.self))
     }

@@ -76,82 +76,120 @@ extension Socket {
             }
             total += part.size
         }
-        // The zmq_msg_t lives on the stack, but libzmq keeps only frames of up to 33 bytes inline
-        // (max_vsm_size on 64-bit) and a frame here is at least 40 (16 + 24 per part), so
-        // zmq_msg_init_size mallocs the frame's bytes once per send. The payload never moves.
-        var frame = zmq_msg_t()
-        let size = MetadataCodec.encodedSize(partCount: parts.count, minimumSize: factory.configuration.metadataMessageSize)
-        guard zmq_msg_init_size(&frame, size) == 0 else { return .error(zmqError("allocating a metadata frame")) }
-        let descriptors = parts.lazy.map { part -> BlockDescriptor in
-            guard case .shm(let block) = part.storage else { return .empty }
-            return BlockDescriptor(segmentID: block.segmentID, offset: block.offset, size: UInt64(part.size))
+        // One 32-byte frame per part: libzmq keeps frames of up to 33 bytes inside the zmq_msg_t
+        // (max_vsm_size on 64-bit), so with the frames on the stack a send allocates nothing.
+        // The payload never moves.
+        let size = MetadataCodec.encodedSize(minimumSize: factory.configuration.metadataMessageSize)
+        let count = parts.count
+        return withUnsafeTemporaryAllocation(of: zmq_msg_t.self, capacity: count) { buffer in
+            let frames = buffer.baseAddress!
+            for (index, part) in parts.enumerated() {
+                guard zmq_msg_init_size(frames + index, size) == 0 else {
+                    for built in 0..<index { zmq_msg_close(frames + built) }
+                    return .error(zmqError("allocating a metadata frame"))
+                }
+                let descriptor: BlockDescriptor
+                if case .shm(let block) = part.storage {
+                    descriptor = BlockDescriptor(segmentID: block.segmentID, offset: block.offset, size: UInt64(part.size))
+                } else {
+                    descriptor = .empty
+                }
+                MetadataCodec.encode(
+                    shmID: shm.shmNumber, partCount: count, part: descriptor,
+                    into: UnsafeMutableRawBufferPointer(start: zmq_msg_data(frames + index), count: size))
+            }
+            let result = sendFrames(frames, count: count, socket: socket, deadline: Deadline(timeoutMilliseconds: timeout))
+            guard case .transferred = result else { return result }
+            for part in parts { part.markSent() }
+            return .transferred(total)
         }
-        MetadataCodec.encode(
-            shmID: shm.shmNumber, parts: descriptors, into: UnsafeMutableRawBufferPointer(start: zmq_msg_data(&frame), count: size))
-        let result = withUnsafeMutablePointer(to: &frame) { pointer in
-            sendFrames(pointer, count: 1, socket: socket, deadline: Deadline(timeoutMilliseconds: timeout))
-        }
-        guard case .transferred = result else { return result }
-        for part in parts { part.markSent() }
-        return .transferred(total)
     }
 
-    func receiveShmem(into parts: inout [Message], single: Message?, timeout: Int) -> TransferResult {
-        let socket: UnsafeMutableRawPointer
-        do { socket = try open() } catch { return .error(error) }
-        guard let shm = factory.shm else { preconditionFailure("receiveShmem on a \(factory.kind) socket") }
+    /// Receives every frame of one ZeroMQ message into `received` (the socket's reused buffer),
+    /// decoding each; the whole message is always read, so a refused one leaves nothing behind.
+    private func receiveMetadata(_ socket: UnsafeMutableRawPointer, shmNumber: UInt64, timeout: Int) -> TransferResult {
+        received.removeAll(keepingCapacity: true)
         var frame = zmq_msg_t()
         zmq_msg_init(&frame)
         defer { zmq_msg_close(&frame) }
-        let result = receiveFrame(&frame, socket: socket, deadline: Deadline(timeoutMilliseconds: timeout))
-        guard case .transferred(let frameSize) = result else { return result }
-        if zmq_msg_more(&frame) != 0 {
-            let dropped = drainMore(socket) + 1
+        let first = receiveFrame(&frame, socket: socket, deadline: Deadline(timeoutMilliseconds: timeout))
+        guard case .transferred = first else { return first }
+        var refusal: TransportError?
+        var count = 0
+        var frames = 0
+        while true {
+            frames += 1
+            let bytes = UnsafeRawBufferPointer(start: zmq_msg_data(&frame), count: zmq_msg_size(&frame))
+            if refusal == nil {
+                do {
+                    let (partCount, part) = try MetadataCodec.decode(bytes, expectedShmID: shmNumber)
+                    if frames == 1 { count = partCount }
+                    if partCount != count {
+                        refusal = TransportError(
+                            .invalidMetadata,
+                            "metadata frame \(frames) says its message has \(partCount) parts, frame 1 said \(count); the frames are corrupt")
+                    } else if frames > count {
+                        refusal = TransportError(
+                            .invalidMetadata, "metadata message has more frames than the \(count) parts it names; the frames are corrupt")
+                    } else {
+                        received.append(part)
+                    }
+                } catch {
+                    refusal = frames == 1 ? error : TransportError(.invalidMetadata, "metadata frame \(frames): \(error.message)")
+                }
+            }
+            guard zmq_msg_more(&frame) != 0 else { break }
+            // The rest of a multipart message is already here: ZeroMQ delivers it whole.
+            let next = receiveFrame(&frame, socket: socket, deadline: Deadline(timeoutMilliseconds: -1))
+            guard case .transferred = next else { return next }
+        }
+        if let refusal { return .error(refusal) }
+        if frames != count {
             return .error(TransportError(
                 .invalidMetadata,
-                "received a ZeroMQ message of \(dropped) frames; a shmem message is one metadata frame: the peer probably uses the zeromq transport; give both peers the same transport"))
+                "metadata message has \(frames) frames but names \(count) parts; it was truncated or the peer uses another transport"))
         }
-        let descriptors: [BlockDescriptor]
-        do {
-            descriptors = try MetadataCodec.decode(
-                UnsafeRawBufferPointer(start: zmq_msg_data(&frame), count: frameSize), expectedShmID: shm.shmNumber)
-        } catch {
-            logger.debug("refused a metadata frame", metadata: ["error": "\(error)"])
-            return .error(error)
+        return .transferred(0)
+    }
+
+    func receiveShmem(into parts: inout [Message], single: Message?, timeout: Int, reuseParts: Bool) -> TransferResult {
+        let socket: UnsafeMutableRawPointer
+        do { socket = try open() } catch { return .error(error) }
+        guard let shm = factory.shm else { preconditionFailure("receiveShmem on a \(factory.kind) socket") }
+        let frames = receiveMetadata(socket, shmNumber: shm.shmNumber, timeout: timeout)
+        guard case .transferred = frames else {
+            if case .error(let error) = frames { logger.debug("refused metadata", metadata: ["error": "\(error)"]) }
+            return frames
         }
-        // Check every part before taking any, so a bad frame leaves nothing half-owned. A valid
+        let count = received.count
+        // Check every part before taking any, so a bad message leaves nothing half-owned. A valid
         // block is exactly what its descriptor names, so the blocks are rebuilt from the descriptors.
-        // A frame may name 65535 parts: duplicates are found through a table (index of the first
-        // part naming each block), not by comparing every pair.
-        var firstPart: [BlockKey: Int] = [:]
-        if descriptors.count > 1 { firstPart.reserveCapacity(descriptors.count) }
-        for (index, descriptor) in descriptors.enumerated() where !descriptor.isEmpty {
+        for index in 0..<count where !received[index].isEmpty {
+            let descriptor = received[index]
             do {
-                _ = try shm.memory.validatedBlock(
-                    segmentID: descriptor.segmentID, offset: descriptor.offset, size: descriptor.size)
+                _ = try shm.memory.validatedBlock(segmentID: descriptor.segmentID, offset: descriptor.offset, size: descriptor.size)
             } catch {
                 return .error(TransportError(
                     .invalidMetadata,
-                    "metadata part \(index + 1) of \(descriptors.count) names no valid block (\(error.message)); the peer may use another session or transport"))
-            }
-            if descriptors.count > 1 {
-                let key = BlockKey(segmentID: descriptor.segmentID, offset: descriptor.offset)
-                if let earlier = firstPart.updateValue(index, forKey: key) {
-                    return .error(TransportError(
-                        .invalidMetadata,
-                        "metadata parts \(earlier + 1) and \(index + 1) name the same block; a block has one owner, so the frame is corrupt"))
-                }
+                    "metadata part \(index + 1) of \(count) names no valid block (\(error.message)); the peer may use another session or transport"))
             }
         }
-        if single != nil && descriptors.count != 1 {
-            for descriptor in descriptors where !descriptor.isEmpty { shm.memory.release(descriptor.block) }
+        if count > 1, let (earlier, later) = firstDuplicate() {
+            return .error(TransportError(
+                .invalidMetadata,
+                "metadata parts \(earlier + 1) and \(later + 1) name the same block; a block has one owner, so the frame is corrupt"))
+        }
+        if single != nil && count != 1 {
+            for descriptor in received where !descriptor.isEmpty { shm.memory.release(descriptor.block) }
             return .error(TransportError(
                 .wrongPartCount,
-                "received a multipart message of \(descriptors.count) parts where one message was expected; it was freed. Receive it with receive(_ parts:)"))
+                "received a multipart message of \(count) parts where one message was expected; it was freed. Receive it with receive(_ parts:)"))
         }
+        if reuseParts { trimParts(&parts, to: count) }
         var total = 0
-        for descriptor in descriptors {
-            let target = nextTarget(single, &parts)
+        for index in 0..<count {
+            let descriptor = received[index]
+            let target = reuseParts ? reusedTarget(&parts, index) : nextTarget(single, &parts)
             if descriptor.isEmpty {
                 target.install(.empty, base: nil, size: 0)
                 continue
@@ -169,6 +207,7 @@ extension Socket {
                     address = alignedAddress
                 } catch {
                     shm.memory.release(block)
+                    for rest in (index + 1)..<count where !received[rest].isEmpty { shm.memory.release(received[rest].block) }
                     return .error(error)
                 }
             }
@@ -176,6 +215,31 @@ extension Socket {
             total += Int(block.size)
         }
         return .transferred(total)
+    }
+
+    /// The first two parts of `received` that name one block, or nil. Up to 64 parts are compared
+    /// pairwise (no allocation); a bigger message goes through a table, so a hostile message of
+    /// 65535 parts costs linear time, not quadratic.
+    private func firstDuplicate() -> (Int, Int)? {
+        let count = received.count
+        if count <= 64 {
+            for later in 1..<count where !received[later].isEmpty {
+                for earlier in 0..<later where !received[earlier].isEmpty
+                    && received[earlier].segmentID == received[later].segmentID && received[earlier].offset == received[later].offset
+                {
+                    return (earlier, later)
+                }
+            }
+            return nil
+        }
+        var firstPart: [BlockKey: Int] = [:]
+        firstPart.reserveCapacity(count)
+        for (index, descriptor) in received.enumerated() where !descriptor.isEmpty {
+            if let earlier = firstPart.updateValue(index, forKey: BlockKey(segmentID: descriptor.segmentID, offset: descriptor.offset)) {
+                return (earlier, index)
+            }
+        }
+        return nil
     }
 }
 

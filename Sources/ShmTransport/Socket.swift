@@ -65,6 +65,9 @@ public final class Socket: @unchecked Sendable {
     var raw: UnsafeMutableRawPointer?
     let logger: Logger
 
+    /// The parts of the shmem message being received (reused, so a receive allocates nothing).
+    var received: [BlockDescriptor] = []
+
     /// Messages (a multipart counts as one) and payload bytes moved so far.
     public private(set) var messagesSent = 0
     public private(set) var messagesReceived = 0
@@ -225,15 +228,29 @@ public final class Socket: @unchecked Sendable {
 
     /// Receives a multipart message, appending its parts to `parts`.
     public func receive(_ parts: inout [Message], timeout: Int = -1) -> TransferResult {
-        receive(into: &parts, single: nil, timeout: timeout)
+        receive(into: &parts, single: nil, timeout: timeout, reuseParts: false)
+    }
+
+    /// Receives a multipart message into the handles already in `parts`: afterwards `parts` holds
+    /// exactly the received parts, in order, the first ones being the handles it held (their old
+    /// payloads freed), new handles appended only when it holds fewer. A loop that receives
+    /// messages of the same part count this way allocates nothing per message over `shmem`.
+    /// On any other result each handle is valid, empty or owning a payload of its own.
+    public func receive(reusing parts: inout [Message], timeout: Int = -1) -> TransferResult {
+        for part in parts where part.factory !== factory {
+            return .error(TransportError(
+                .invalidArgument,
+                "cannot receive into a message of another factory; make the parts with this socket's factory (factory.makeMessage())"))
+        }
+        return receive(into: &parts, single: nil, timeout: timeout, reuseParts: true)
     }
 
     /// Receives into `single` when it is given (a multipart message is then an error), else
-    /// appends every part to `parts`.
-    private func receive(into parts: inout [Message], single: Message?, timeout: Int) -> TransferResult {
+    /// into `parts`: appended, or into its handles when `reuseParts`.
+    private func receive(into parts: inout [Message], single: Message?, timeout: Int, reuseParts: Bool = false) -> TransferResult {
         let result = factory.kind == .shmem
-            ? receiveShmem(into: &parts, single: single, timeout: timeout)
-            : receiveZeroMQ(into: &parts, single: single, timeout: timeout)
+            ? receiveShmem(into: &parts, single: single, timeout: timeout, reuseParts: reuseParts)
+            : receiveZeroMQ(into: &parts, single: single, timeout: timeout, reuseParts: reuseParts)
         if case .transferred(let n) = result {
             messagesReceived += 1
             bytesReceived += n
@@ -248,6 +265,20 @@ public final class Socket: @unchecked Sendable {
         let target = factory.makeMessage()
         parts.append(target)
         return target
+    }
+
+    /// The handle part `index` goes into when receiving into reused handles: the one at `index`,
+    /// or a new one appended.
+    func reusedTarget(_ parts: inout [Message], _ index: Int) -> Message {
+        if index < parts.count { return parts[index] }
+        let target = factory.makeMessage()
+        parts.append(target)
+        return target
+    }
+
+    /// Drops the handles past the `count` received parts (keeping the array's storage).
+    func trimParts(_ parts: inout [Message], to count: Int) {
+        if parts.count > count { parts.removeLast(parts.count - count) }
     }
 
     /// Receives one ZeroMQ frame into `frame` (initialised by the caller), waiting as asked.
@@ -350,7 +381,7 @@ public final class Socket: @unchecked Sendable {
         }
     }
 
-    private func receiveZeroMQ(into parts: inout [Message], single: Message?, timeout: Int) -> TransferResult {
+    private func receiveZeroMQ(into parts: inout [Message], single: Message?, timeout: Int, reuseParts: Bool) -> TransferResult {
         let socket: UnsafeMutableRawPointer
         do { socket = try open() } catch { return .error(error) }
         let deadline = Deadline(timeoutMilliseconds: timeout)
@@ -376,7 +407,7 @@ public final class Socket: @unchecked Sendable {
                     .wrongPartCount,
                     "received a multipart message (\(dropped) parts or more) where one message was expected; it was dropped. Receive it with receive(_ parts:)"))
             }
-            let target = nextTarget(single, &parts)
+            let target = reuseParts ? reusedTarget(&parts, index) : nextTarget(single, &parts)
             if size == 0 {
                 zmq_msg_close(frame)
                 frame.deallocate()
@@ -397,7 +428,10 @@ public final class Socket: @unchecked Sendable {
             }
             total += size
             index += 1
-            if !more { return .transferred(total) }
+            if !more {
+                if reuseParts { trimParts(&parts, to: index) }
+                return .transferred(total)
+            }
         }
     }
 }

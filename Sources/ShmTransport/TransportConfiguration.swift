@@ -39,6 +39,9 @@ public struct TransportConfiguration: Sendable {
     public var zeroSegmentOnAttach: Bool
     /// Lock the segment's pages in RAM on every attach.
     public var mlockSegmentOnAttach: Bool
+    /// Map every page of each segment at creation or attach, so no message pays a first-touch
+    /// page fault (ours; FairMQ has no such option).
+    public var prefaultSegment: Bool
     /// The last process out leaves the session's memory in place (for keep-alive processes).
     public var noCleanup: Bool
     /// ZeroMQ I/O threads of the factory's context (1).
@@ -63,6 +66,7 @@ public struct TransportConfiguration: Sendable {
         mlockSegmentOnCreation: Bool = sessionDefaults.mlockSegmentOnCreation,
         zeroSegmentOnAttach: Bool = sessionDefaults.zeroSegmentOnAttach,
         mlockSegmentOnAttach: Bool = sessionDefaults.mlockSegmentOnAttach,
+        prefaultSegment: Bool = sessionDefaults.prefaultSegment,
         noCleanup: Bool = sessionDefaults.noCleanup,
         ioThreads: Int = 1,
         defaultLinger: Int = 1000
@@ -78,6 +82,7 @@ public struct TransportConfiguration: Sendable {
         self.mlockSegmentOnCreation = mlockSegmentOnCreation
         self.zeroSegmentOnAttach = zeroSegmentOnAttach
         self.mlockSegmentOnAttach = mlockSegmentOnAttach
+        self.prefaultSegment = prefaultSegment
         self.noCleanup = noCleanup
         self.ioThreads = ioThreads
         self.defaultLinger = defaultLinger
@@ -91,6 +96,7 @@ extension TransportConfiguration {
             session: session, directory: shmDirectory, segmentSize: segmentSize, segmentID: segmentID,
             allocationStrategy: allocationStrategy, badAlloc: badAlloc,
             zeroSegmentOnCreation: zeroSegmentOnCreation, mlockSegmentOnCreation: mlockSegmentOnCreation,
-            zeroSegmentOnAttach: zeroSegmentOnAttach, mlockSegmentOnAttach: mlockSegmentOnAttach, noCleanup: noCleanup)
+            zeroSegmentOnAttach: zeroSegmentOnAttach, mlockSegmentOnAttach: mlockSegmentOnAttach,
+            prefaultSegment: prefaultSegment, noCleanup: noCleanup)
     }
 }

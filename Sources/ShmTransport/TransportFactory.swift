@@ -1,5 +1,6 @@
 import Logging
 import ShmCleanup
+import ShmCore
 
 #if canImport(Glibc)
 @preconcurrency import Glibc
@@ -82,6 +83,34 @@ public final class TransportFactory: @unchecked Sendable {
         case .shmem:
             let (payload, base) = try shmAllocate(size: size, alignment: alignment)
             return (.shm(payload), base)
+        }
+    }
+
+    /// Messages of the given sizes made at once (FairMQ #480): over `shmem` their payloads are
+    /// allocated under one lock hold of the segment, all or none. Sizes of 0 give empty messages.
+    /// - Throws: like ``makeMessage(size:alignment:)``; on error no message is made.
+    public func makeMessages(sizes: [Int], alignment: Int = 0) throws(TransportError) -> [Message] {
+        guard kind == .shmem, let shm else {
+            var messages: [Message] = []
+            messages.reserveCapacity(sizes.count)
+            for size in sizes { messages.append(try makeMessage(size: size, alignment: alignment)) }
+            return messages
+        }
+        guard sizes.allSatisfy({ $0 >= 0 }) else {
+            throw TransportError(.invalidArgument, "message sizes \(sizes.filter { $0 < 0 }) are negative; give 0 or more bytes")
+        }
+        _ = try makePayload(size: 0, alignment: alignment)  // the alignment check
+        let nonEmpty = sizes.filter { $0 > 0 }
+        let blocks: [ShmBlock]
+        do {
+            blocks = try shm.memory.allocate(sizes: nonEmpty, alignment: max(alignment, 16))
+        } catch {
+            throw TransportError(error, "cannot create \(nonEmpty.count) messages of \(nonEmpty.reduce(0, +)) bytes in all")
+        }
+        var next = blocks.makeIterator()
+        return sizes.map { size in
+            guard size > 0, let block = next.next() else { return makeMessage(alignment: alignment) }
+            return Message(factory: self, storage: .shm(block), base: shm.memory.address(of: block), size: size, alignment: alignment)
         }
     }
 

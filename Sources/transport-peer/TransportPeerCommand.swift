@@ -1,4 +1,5 @@
 import ArgumentParser
+import CMallocCounter
 import Logging
 import ShmCleanup
 import ShmCore
@@ -55,6 +56,9 @@ struct TransportPeerCommand: ParsableCommand {
     var keepCopy = false
     @Flag(help: "After the last transfer, wait until standard input closes before releasing kept copies and exiting.")
     var hold = false
+    @Option(
+        help: "Count heap allocations of the steady state: reuse handles (rebuild(size:), receive(reusing:)), skip this many messages, then print 'allocations thread <n> process <n> libzmq-thread <n> libzmq-process <n> messages <n>' for the rest (totals, then libzmq's part of them).")
+    var countAllocationsAfter: Int?
 
     mutating func validate() throws {
         guard TransportKind(rawValue: transport) != nil else { throw ValidationError("--transport must be shmem or zeromq") }
@@ -84,6 +88,10 @@ struct TransportPeerCommand: ParsableCommand {
             print("ready \(connect)")
         }
         fflush(stdout)
+        if let warmup = countAllocationsAfter {
+            try countAllocations(factory, sock, warmup: warmup)
+            return
+        }
         var kept: [Message] = []
         var total = 0
         for index in 0..<messages {
@@ -100,6 +108,49 @@ struct TransportPeerCommand: ParsableCommand {
         fflush(stdout)
         if hold { while readLine() != nil {} }
         kept.removeAll()
+    }
+
+    /// The steady-state loop of the allocation test: the same handles every message, every byte
+    /// still written and checked. Counts from message `warmup` on.
+    func countAllocations(_ factory: TransportFactory, _ sock: Socket, warmup: Int) throws {
+        guard cmc_is_active() == 1, cmc_separate_libzmq() > 0 else {
+            throw PeerFailure("the allocation counter is not active in this build, or cannot find libzmq's code")
+        }
+        guard sock.type == .push || sock.type == .pull || sock.type == .pair else {
+            throw PeerFailure("--count-allocations-after takes a push, pull or pair socket")
+        }
+        var handles = (0..<parts).map { _ in factory.makeMessage() }
+        handles.reserveCapacity(parts)
+        func snapshot() -> [UInt64] {
+            [cmc_thread_allocations(), cmc_process_allocations(), cmc_thread_libzmq_allocations(), cmc_process_libzmq_allocations()]
+        }
+        var start = [UInt64](repeating: 0, count: 4)
+        start.reserveCapacity(4)
+        for index in 0..<messages {
+            if index == warmup { start = snapshot() }
+            if role == .send {
+                for (part, message) in handles.enumerated() {
+                    try message.rebuild(size: size)
+                    message.withUnsafeMutableBytes { fillPattern($0, message: index, part: part) }
+                }
+                let result = parts == 1 ? sock.send(handles[0], timeout: timeout) : sock.send(handles, timeout: timeout)
+                guard case .transferred = result else { throw PeerFailure("send \(index): \(result)") }
+            } else {
+                let result = parts == 1 ? sock.receive(handles[0], timeout: timeout) : sock.receive(reusing: &handles, timeout: timeout)
+                guard case .transferred = result else { throw PeerFailure("receive \(index): \(result)") }
+                guard handles.count == parts else { throw PeerFailure("receive \(index): \(handles.count) parts, expected \(parts)") }
+                for (part, message) in handles.enumerated() {
+                    guard message.size == size, message.withUnsafeBytes({ checkPattern($0, message: index, part: part) }) else {
+                        throw PeerFailure("receive \(index) part \(part): wrong size \(message.size) or bytes")
+                    }
+                }
+            }
+        }
+        let counts = zip(snapshot(), start).map { $0 - $1 }
+        print("allocations thread \(counts[0]) process \(counts[1]) libzmq-thread \(counts[2]) libzmq-process \(counts[3]) messages \(max(0, messages - warmup))")
+        fflush(stdout)
+        // ZeroMQ drops what a peer has not read yet when this process's connection goes away.
+        if hold { while readLine() != nil {} }
     }
 
     func sendOne(_ factory: TransportFactory, _ sock: Socket, index: Int, kept: inout [Message]) throws -> Int {

@@ -322,6 +322,41 @@ extension SessionMemoryTests {
         receiver.detach()
     }
 
+    @Test("prefaultSegment maps every page of the segment at attach; without it pages are mapped on first touch")
+    func prefault() throws {
+        let dir = try ShmFixtureDirectory.onTmpfs()
+        defer { #expect(dir.remove().isEmpty) }
+        var config = testConfiguration("prefault", directory: dir, segmentSize: 32 << 20, arenas: 1)
+        let lazy = try SessionMemory(config, logger: testLogger)
+        config.prefaultSegment = true
+        let eager = try SessionMemory(config, logger: testLogger)  // attaches the same segment
+        let block = try lazy.allocate(size: 64)
+        let pages = lazy.segmentSize(segmentID: 0) / 4096
+        let lazyBase = lazy.address(of: block) - Int(block.offset)
+        let eagerBase = eager.address(of: block) - Int(block.offset)
+        let lazyMapped = try mappedPages(lazyBase, count: pages)
+        let eagerMapped = try mappedPages(eagerBase, count: pages)
+        print("prefault: \(eagerMapped) of \(pages) pages mapped with it, \(lazyMapped) without")
+        #expect(eagerMapped == pages)
+        #expect(lazyMapped < pages / 10)
+        lazy.release(block)
+        eager.detach()
+        lazy.detach()
+    }
+
+    /// Pages of `count` starting at `base` that are present in this process's page table
+    /// (`/proc/self/pagemap`, bit 63).
+    func mappedPages(_ base: UnsafeMutableRawPointer, count: Int) throws -> Int {
+        let fd = open("/proc/self/pagemap", O_RDONLY)
+        guard fd >= 0 else { throw ShmCoreError(.systemCall, "cannot open /proc/self/pagemap", errno: errno) }
+        defer { close(fd) }
+        var entries = [UInt64](repeating: 0, count: count)
+        let want = count * 8
+        let got = entries.withUnsafeMutableBytes { pread(fd, $0.baseAddress, want, off_t(UInt(bitPattern: base) / 4096 * 8)) }
+        guard got == want else { throw ShmCoreError(.systemCall, "short read of /proc/self/pagemap: \(got)", errno: errno) }
+        return entries.filter { $0 & (1 << 63) != 0 }.count
+    }
+
     @Test("zero and mlock on creation and on attach; heartbeats advance")
     func zeroMlockHeartbeat() throws {
         let dir = try ShmFixtureDirectory.onTmpfs()

@@ -49,6 +49,36 @@ import Testing
     /// The same across two processes: `transport-peer` writes a 64 MiB message and keeps a copy;
     /// here it arrives at the offset the peer reported, inside our mapping of the segment, with a
     /// reference count of 2 (the peer's copy and ours) that drops to 1 when the peer lets go.
+    /// Bulk creation: every payload distinct and inside the segment, empty sizes give empty
+    /// messages, and a batch that does not fit throws and leaves the free memory as it was.
+    @Test func makeMessagesInBulk() throws {
+        try withFixture(.shmem, "bulk") { fixture in
+            let factory = try fixture.makeFactory(segmentSize: 4 << 20)
+            let memory = try #require(factory.sessionMemory)
+            let empty = memory.freeMemory(segmentID: 0)
+            let sizes = [100, 0, 5000, 64, 1 << 20]
+            let messages = try factory.makeMessages(sizes: sizes, alignment: 64)
+            #expect(messages.map(\.size) == sizes)
+            #expect(messages[1].isEmpty && messages[1].shmBlock == nil)
+            let blocks = messages.compactMap(\.shmBlock)
+            #expect(Set(blocks.map(\.offset)).count == 4)
+            for (index, message) in messages.enumerated() where !message.isEmpty {
+                #expect(memory.contains(message.data!) && Int(bitPattern: message.data!) % 64 == 0)
+                message.withUnsafeMutableBytes { fillPattern($0, message: index, part: 0) }
+            }
+            for (index, message) in messages.enumerated() {
+                #expect(message.withUnsafeBytes { checkPattern($0, message: index, part: 0) })
+            }
+            let inUse = memory.freeMemory(segmentID: 0)
+            #expect(inUse < empty)
+            let tooMuch = #expect(throws: TransportError.self) { try factory.makeMessages(sizes: [1 << 20, 1 << 20, 2 << 20]) }
+            #expect(tooMuch?.code == .badAlloc, "\(String(describing: tooMuch))")
+            #expect(memory.freeMemory(segmentID: 0) == inUse)
+            _ = #expect(throws: TransportError.self) { try factory.makeMessages(sizes: [1 << 20, 8 << 20]) }
+            #expect(memory.freeMemory(segmentID: 0) == inUse)
+        }
+    }
+
     @Test func zeroCopy64MiBAcrossProcesses() throws {
         try withFixture(.shmem, "zc64x") { fixture in
             let factory = try fixture.makeFactory(segmentSize: 256 << 20)
@@ -126,14 +156,11 @@ import Testing
             iterationLoop: for iteration in 0..<iterations {
                 for message in blocks { memory.retain(message.shmBlock!) }
                 var consumed = Set<Int>()
-                let frame = makeFuzzFrame(&rng, shmID: factory.shmID.number, iteration: iteration, valid: known)
-                let outgoing = try frame.withUnsafeBytes { try raw.makeMessage(copying: $0) }
-                let sent: TransferResult
-                if iteration % 5000 == 4999 {  // a multi-frame ZeroMQ message, as a zeromq peer would send
-                    sent = sender.send([outgoing, try raw.makeMessage(copying: UnsafeRawBufferPointer(start: nil, count: 0))], timeout: 5000)
-                } else {
-                    sent = sender.send(outgoing, timeout: 5000)
-                }
+                var frames = makeFuzzFrames(&rng, shmID: factory.shmID.number, iteration: iteration, valid: known)
+                if iteration % 5000 == 4999 { frames.append([]) }  // an empty trailing frame, as a zeromq peer may send
+                let frame = frames
+                let outgoing = try frames.map { bytes in try bytes.withUnsafeBytes { try raw.makeMessage(copying: $0) } }
+                let sent = outgoing.count == 1 ? sender.send(outgoing[0], timeout: 5000) : sender.send(outgoing, timeout: 5000)
                 guard case .transferred = sent else {
                     firstProblem = "iteration \(iteration): send \(sent)"
                     break
@@ -204,8 +231,9 @@ import Testing
                 ([a] + Array(repeating: .empty, count: maximum - 2) + [a], "parts 1 and \(maximum) name the same block"),
             ]
             for (parts, named) in cases {
-                let frame = MetadataCodec.encode(shmID: factory.shmID.number, parts: parts)
-                #expect(sender.send(try frame.withUnsafeBytes { try raw.makeMessage(copying: $0) }, timeout: 5000) == .transferred(frame.count))
+                let frames = MetadataCodec.encode(shmID: factory.shmID.number, parts: parts)
+                let outgoing = try frames.map { bytes in try bytes.withUnsafeBytes { try raw.makeMessage(copying: $0) } }
+                #expect(sender.send(outgoing, timeout: 5000) == .transferred(frames.count * MetadataCodec.frameSize))
                 var received: [Message] = []
                 guard case .error(let error) = receiver.receive(&received, timeout: 5000) else {
                     Issue.record("a frame naming a block twice was accepted: \(named)")

@@ -150,8 +150,8 @@ final class PeerProcess: @unchecked Sendable {
     private let input = Pipe()
     private var buffer = Data()
 
-    init(_ arguments: [String]) throws {
-        process.executableURL = builtProductsDirectory().appendingPathComponent("transport-peer")
+    init(_ arguments: [String], executable: URL = builtProductsDirectory().appendingPathComponent("transport-peer")) throws {
+        process.executableURL = executable
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         env.removeValue(forKey: "SHMTRANSPORT_SHM_DIR")

@@ -21,4 +21,16 @@ uint64_t cmc_thread_allocations(void);
 /// 1 when this process's allocator is the counting one (the interposition took effect), else 0.
 int cmc_is_active(void);
 
+/// From now on, also count separately the allocations made directly by libzmq or by the C++
+/// runtime's `operator new` (which only libzmq uses in these processes), told apart by the
+/// allocation's return address. Call once, from one thread, before the counted work, after
+/// libzmq is loaded. Returns the number of code ranges found (0: libzmq is not loaded).
+int cmc_separate_libzmq(void);
+
+/// Of ``cmc_process_allocations()``: those made by libzmq (after ``cmc_separate_libzmq()``).
+uint64_t cmc_process_libzmq_allocations(void);
+
+/// Of ``cmc_thread_allocations()``: those made by libzmq (after ``cmc_separate_libzmq()``).
+uint64_t cmc_thread_libzmq_allocations(void);
+
 #endif
