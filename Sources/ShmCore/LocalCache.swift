@@ -15,7 +15,7 @@ import Atomics
 /// ``flush(into:)`` returns everything to the shared heap (on detach, on a failed allocation).
 final class LocalCache: @unchecked Sendable {
     static let classCount = 112  // SegmentHeap.bin(for:) up to chunks of 2 MiB
-    static let depth = 16
+    static let depth = 128  // a sink returns blocks in bursts of up to its high-water mark
 
     let limitBytes: Int
     let maxChunk: Int

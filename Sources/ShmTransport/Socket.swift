@@ -65,14 +65,16 @@ public final class Socket: @unchecked Sendable {
     var raw: UnsafeMutableRawPointer?
     let logger: Logger
 
+    // Unchecked exclusivity: a socket is used by one thread at a time (documented above) and
+    // no access to these fields overlaps another; the dynamic checks cost a few % of a transfer.
     /// The parts of the shmem message being received (reused, so a receive allocates nothing).
-    var received: [BlockDescriptor] = []
+    @exclusivity(unchecked) var received: [BlockDescriptor] = []
 
     /// Messages (a multipart counts as one) and payload bytes moved so far.
-    public private(set) var messagesSent = 0
-    public private(set) var messagesReceived = 0
-    public private(set) var bytesSent = 0
-    public private(set) var bytesReceived = 0
+    @exclusivity(unchecked) public private(set) var messagesSent = 0
+    @exclusivity(unchecked) public private(set) var messagesReceived = 0
+    @exclusivity(unchecked) public private(set) var bytesSent = 0
+    @exclusivity(unchecked) public private(set) var bytesReceived = 0
 
     init(factory: TransportFactory, type: SocketType, name: String) throws(TransportError) {
         if factory.kind == .shmem && (type == .pub || type == .sub) {
@@ -285,6 +287,7 @@ public final class Socket: @unchecked Sendable {
     func receiveFrame(_ frame: UnsafeMutablePointer<zmq_msg_t>, socket: UnsafeMutableRawPointer, deadline: Deadline)
         -> TransferResult
     {
+        var deadline = deadline
         while true {
             if factory.interrupter.isInterrupted { return .interrupted }
             let rc = zmq_msg_recv(frame, socket, ZMQ_DONTWAIT)
@@ -292,7 +295,7 @@ public final class Socket: @unchecked Sendable {
             let number = zmq_errno()
             if number == EINTR { continue }
             guard number == EAGAIN else { return .error(zmqError("receiving on \(name)")) }
-            switch zmqWait(socket, events: ZMQ_POLLIN, interrupter: factory.interrupter, deadline: deadline) {
+            switch zmqWait(socket, events: ZMQ_POLLIN, interrupter: factory.interrupter, deadline: &deadline) {
             case .ready: continue
             case .timeout: return .timeout
             case .interrupted: return .interrupted
@@ -308,6 +311,7 @@ public final class Socket: @unchecked Sendable {
         -> TransferResult
     {
         var sent = 0
+        var deadline = deadline
         defer { for index in sent..<count { zmq_msg_close(frames + index) } }
         while true {
             if factory.interrupter.isInterrupted { return .interrupted }
@@ -319,7 +323,7 @@ public final class Socket: @unchecked Sendable {
                 let hint = number == EFSM ? "a REQ socket must receive the reply before sending again, a REP socket must receive first" : ""
                 return .error(zmqError("sending on \(name)", hint: hint))
             }
-            switch zmqWait(socket, events: ZMQ_POLLOUT, interrupter: factory.interrupter, deadline: deadline) {
+            switch zmqWait(socket, events: ZMQ_POLLOUT, interrupter: factory.interrupter, deadline: &deadline) {
             case .ready: continue
             case .timeout: return .timeout
             case .interrupted: return .interrupted

@@ -1,4 +1,5 @@
 import CZeroMQ
+import ShmCleanup
 import Synchronization
 
 #if canImport(Glibc)
@@ -86,23 +87,23 @@ final class Interrupter: Sendable {
 }
 
 /// A deadline for a transfer timeout in milliseconds: -1 = forever, 0 = do not wait.
+///
+/// The clock starts when the transfer first has to wait, not when it is called: a transfer that
+/// goes through at once (the common case) reads no clock at all.
 struct Deadline {
-    private let end: UInt64?  // CLOCK_MONOTONIC nanoseconds
+    private let timeout: Int
+    private var end: UInt64?  // CLOCK_MONOTONIC nanoseconds, set by the first wait
 
     init(timeoutMilliseconds: Int) {
-        end = timeoutMilliseconds < 0 ? nil : Deadline.now() + UInt64(timeoutMilliseconds) * 1_000_000
-    }
-
-    static func now() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+        timeout = timeoutMilliseconds
     }
 
     /// Milliseconds left for `zmq_poll` (-1 = forever), or `nil` once the deadline has passed.
-    var remainingMilliseconds: Int? {
-        guard let end else { return -1 }
-        let now = Deadline.now()
+    mutating func remainingMilliseconds() -> Int? {
+        if timeout < 0 { return -1 }
+        let now = MonotonicClock.nanoseconds()
+        let end = self.end ?? now + UInt64(timeout) * 1_000_000
+        self.end = end
         guard now < end else { return nil }
         return Int((end - now + 999_999) / 1_000_000)
     }
@@ -112,12 +113,12 @@ struct Deadline {
 /// or the deadline passes.
 enum WaitOutcome { case ready, timeout, interrupted, failed(TransportError) }
 
-func zmqWait(_ socket: UnsafeMutableRawPointer, events: Int32, interrupter: Interrupter, deadline: Deadline)
+func zmqWait(_ socket: UnsafeMutableRawPointer, events: Int32, interrupter: Interrupter, deadline: inout Deadline)
     -> WaitOutcome
 {
     while true {
         if interrupter.isInterrupted { return .interrupted }
-        guard let remaining = deadline.remainingMilliseconds else { return .timeout }
+        guard let remaining = deadline.remainingMilliseconds() else { return .timeout }
         var items = (
             zmq_pollitem_t(socket: socket, fd: 0, events: Int16(events), revents: 0),
             zmq_pollitem_t(socket: nil, fd: interrupter.fd, events: Int16(ZMQ_POLLIN), revents: 0)
