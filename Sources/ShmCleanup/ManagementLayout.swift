@@ -197,3 +197,84 @@ public enum ManagementLayout {
         return (end + 4095) & ~4095
     }()
 }
+
+extension ManagementLayout {
+    /// Where a table of the management segment lies: checked to fit the object.
+    public struct Table: Sendable, Equatable {
+        public let offset: Int
+        public let capacity: Int
+        public let stride: Int
+    }
+
+    /// Where the tables and the lock of a management segment lie, read from its header and
+    /// checked against the object's size with non-trapping arithmetic: every value in shared
+    /// memory may be garbage (a crashed writer, another program), and a damaged header must give
+    /// an error, never a trap or a read out of bounds (DESIGN.md, "Reading shared memory").
+    public struct Geometry: Sendable, Equatable {
+        public let processes: Table
+        public let segments: Table
+        public let regions: Table
+        public let lockOffset: Int
+
+        /// The geometry a segment made by this build has.
+        public static let standard = Geometry(
+            processes: Table(offset: defaultProcessTableOffset, capacity: defaultProcessCapacity, stride: ProcessEntry.size),
+            segments: Table(offset: defaultSegmentTableOffset, capacity: defaultSegmentCapacity, stride: SegmentEntry.size),
+            regions: Table(offset: defaultRegionTableOffset, capacity: defaultRegionCapacity, stride: RegionEntry.size),
+            lockOffset: ManagementLayout.lockOffset)
+
+        private init(processes: Table, segments: Table, regions: Table, lockOffset: Int) {
+            self.processes = processes
+            self.segments = segments
+            self.regions = regions
+            self.lockOffset = lockOffset
+        }
+
+        /// Reads and checks the geometry in `header` (at least ``ManagementLayout/headerSize`` bytes)
+        /// of an object of `objectSize` bytes.
+        /// - Returns: the geometry, or what is wrong with it.
+        public static func read(_ header: UnsafeRawBufferPointer, objectSize: Int) -> Result<Geometry, DamagedHeader> {
+            typealias H = Header
+            guard header.count >= headerSize else { return .failure(DamagedHeader("only \(header.count) header bytes")) }
+            func u64(_ o: Int) -> UInt64 { UInt64(littleEndian: header.loadUnaligned(fromByteOffset: o, as: UInt64.self)) }
+            func u32(_ o: Int) -> UInt32 { UInt32(littleEndian: header.loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
+            func table(_ name: String, _ offset: Int, _ capacity: Int, _ stride: Int, minimumEntry: Int) -> Result<Table, DamagedHeader> {
+                let rawOffset = u64(offset)
+                let count = Int(u32(capacity))
+                let size = Int(u32(stride))
+                let fits: Bool = {
+                    guard let start = Int(exactly: rawOffset), start >= headerSize, size >= minimumEntry, count <= 1 << 20 else { return false }
+                    let (bytes, overflowed) = count.multipliedReportingOverflow(by: size)
+                    let (end, overflowedAgain) = start.addingReportingOverflow(bytes)
+                    return !overflowed && !overflowedAgain && end <= objectSize
+                }()
+                guard fits else {
+                    return .failure(DamagedHeader(
+                        "the \(name) table (offset \(rawOffset), \(count) entries of \(size) bytes) does not fit the \(objectSize)-byte object"))
+                }
+                return .success(Table(offset: Int(rawOffset), capacity: count, stride: size))
+            }
+            let lock = u64(H.lockOffset)
+            guard let lockOffset = Int(exactly: lock), lockOffset >= headerSize, lockOffset % 8 == 0,
+                u32(H.lockSize) >= UInt32(lockSize), lockOffset <= objectSize - lockSize
+            else {
+                return .failure(DamagedHeader("the session lock (offset \(lock), \(u32(H.lockSize)) bytes) does not fit the \(objectSize)-byte object"))
+            }
+            do {
+                return .success(Geometry(
+                    processes: try table("process", H.processTableOffset, H.processCapacity, H.processEntrySize, minimumEntry: ProcessEntry.size).get(),
+                    segments: try table("segment", H.segmentTableOffset, H.segmentCapacity, H.segmentEntrySize, minimumEntry: SegmentEntry.size).get(),
+                    regions: try table("region", H.regionTableOffset, H.regionCapacity, H.regionEntrySize, minimumEntry: RegionEntry.size).get(),
+                    lockOffset: lockOffset))
+            } catch {
+                return .failure(error)
+            }
+        }
+    }
+
+    /// What is wrong with a management segment's header.
+    public struct DamagedHeader: Error, Sendable, CustomStringConvertible {
+        public let description: String
+        init(_ description: String) { self.description = description }
+    }
+}

@@ -193,21 +193,15 @@ extension ManagementRecord {
         self.totalSize = bytes.loadLE(UInt64.self, H.totalSize)
         self.ready = bytes.loadLE(UInt32.self, H.state) == ManagementLayout.State.ready
 
-        func table(_ offsetField: Int, _ capacityField: Int, _ sizeField: Int, minimumEntry: Int) throws(DecodeFailure)
-            -> (offset: Int, count: Int, stride: Int)
-        {
-            let offset = Int(bytes.loadLE(UInt64.self, offsetField))
-            let count = Int(bytes.loadLE(UInt32.self, capacityField))
-            let stride = Int(bytes.loadLE(UInt32.self, sizeField))
-            guard stride >= minimumEntry, offset >= ManagementLayout.headerSize, count <= 1 << 20,
-                offset + count * stride <= bytes.count
-            else { throw .corrupt("table at \(offset) with \(count) entries of \(stride) bytes does not fit") }
-            return (offset, count, stride)
+        let geometry: ManagementLayout.Geometry
+        switch ManagementLayout.Geometry.read(bytes, objectSize: bytes.count) {
+        case .success(let g): geometry = g
+        case .failure(let damage): throw .corrupt(damage.description)
         }
 
         typealias P = ManagementLayout.ProcessEntry
-        let p = try table(H.processTableOffset, H.processCapacity, H.processEntrySize, minimumEntry: P.size)
-        self.processes = (0..<p.count).compactMap { i in
+        let p = geometry.processes
+        self.processes = (0..<p.capacity).compactMap { i in
             let e = p.offset + i * p.stride
             guard bytes.loadLE(UInt32.self, e + P.state) == P.attached else { return nil }
             let step = bytes.loadLE(UInt32.self, e + P.slurmStepID)
@@ -222,8 +216,8 @@ extension ManagementRecord {
         }
 
         typealias S = ManagementLayout.SegmentEntry
-        let s = try table(H.segmentTableOffset, H.segmentCapacity, H.segmentEntrySize, minimumEntry: S.size)
-        self.segments = (0..<s.count).compactMap { i in
+        let s = geometry.segments
+        self.segments = (0..<s.capacity).compactMap { i in
             let e = s.offset + i * s.stride
             guard bytes.loadLE(UInt32.self, e + S.state) == S.registered else { return nil }
             return Segment(
@@ -233,9 +227,9 @@ extension ManagementRecord {
         }
 
         typealias R = ManagementLayout.RegionEntry
-        let r = try table(H.regionTableOffset, H.regionCapacity, H.regionEntrySize, minimumEntry: R.size)
+        let r = geometry.regions
         var regions: [Region] = []
-        for i in 0..<r.count {
+        for i in 0..<r.capacity {
             let e = r.offset + i * r.stride
             let state = bytes.loadLE(UInt32.self, e + R.state)
             guard state == R.alive || state == R.destroyed else { continue }

@@ -19,13 +19,17 @@ final class ManagementSegment: @unchecked Sendable {
 
     let object: SharedObject
     let created: Bool
+    /// Where the tables and the lock lie: read and checked once, when the segment is ready, and
+    /// never read from shared memory again, so a header scribbled on later cannot move them.
+    let geometry: ManagementLayout.Geometry
     var base: UnsafeMutableRawPointer { object.base }
     /// Frees what a dead process kept in its local cache (slot, its segment id); set by the owner.
     var reclaimCache: (@Sendable (Int, UInt16) -> Void)?
 
-    private init(object: SharedObject, created: Bool) {
+    private init(object: SharedObject, created: Bool, geometry: ManagementLayout.Geometry) {
         self.object = object
         self.created = created
+        self.geometry = geometry
     }
 
     // MARK: Raw access
@@ -41,14 +45,10 @@ final class ManagementSegment: @unchecked Sendable {
         UnsafeAtomic(at: (base + o).assumingMemoryBound(to: UnsafeAtomic<UInt64>.Storage.self))
     }
 
-    var processTable: (offset: Int, capacity: Int, stride: Int) {
-        (Int(u64(H.processTableOffset)), Int(u32(H.processCapacity)), Int(u32(H.processEntrySize)))
-    }
-    var segmentTable: (offset: Int, capacity: Int, stride: Int) {
-        (Int(u64(H.segmentTableOffset)), Int(u32(H.segmentCapacity)), Int(u32(H.segmentEntrySize)))
-    }
+    var processTable: ManagementLayout.Table { geometry.processes }
+    var segmentTable: ManagementLayout.Table { geometry.segments }
     var mutex: UnsafeMutablePointer<pthread_mutex_t> {
-        (base + Int(u64(H.lockOffset))).assumingMemoryBound(to: pthread_mutex_t.self)
+        (base + geometry.lockOffset).assumingMemoryBound(to: pthread_mutex_t.self)
     }
 
     static func nowNanos() -> UInt64 {
@@ -76,7 +76,7 @@ final class ManagementSegment: @unchecked Sendable {
                     ready: false)
                 let bytes = record.encoded()
                 bytes.withUnsafeBytes { object.base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-                let segment = ManagementSegment(object: object, created: true)
+                let segment = ManagementSegment(object: object, created: true, geometry: .standard)
                 let rc = RobustMutex.initialise(segment.mutex)
                 if rc != 0 {
                     directory.unlink(name)
@@ -91,33 +91,43 @@ final class ManagementSegment: @unchecked Sendable {
             let opening = try SharedObject.openExisting(name, in: directory, minimumSize: ManagementLayout.headerSize)
             if case .missing = opening { continue }
             if case .opened(let object) = opening {
-                let segment = ManagementSegment(object: object, created: false)
-                let magic = segment.u64(H.magic)
+                let header = UnsafeRawBufferPointer(start: object.base, count: ManagementLayout.headerSize)
+                func u32(_ o: Int) -> UInt32 { header.load(fromByteOffset: o, as: UInt32.self) }
+                let magic = header.load(fromByteOffset: H.magic, as: UInt64.self)
+                let state = UnsafeAtomic<UInt32>(at: (object.base + H.state).assumingMemoryBound(to: UnsafeAtomic<UInt32>.Storage.self))
                 if magic != 0 && magic != ManagementLayout.magic {
                     throw ShmCoreError(
                         .foreignLayout,
                         "'\(name)' in \(directory.path) is not a ShmTransport management segment (a C++ FairMQ session or another program uses this session id); use another session id or clean it (shmmonitor -c -s \(session))",
                         objectName: name)
                 }
-                if magic == ManagementLayout.magic && segment.u32(H.layoutVersion) != ManagementLayout.version {
+                if magic == ManagementLayout.magic && u32(H.layoutVersion) != ManagementLayout.version {
                     throw ShmCoreError(
                         .unsupportedVersion,
-                        "'\(name)' has management layout version \(segment.u32(H.layoutVersion)), this build reads version \(ManagementLayout.version); run all devices of a session with the same build, or clean the session (shmmonitor -c -s \(session))",
+                        "'\(name)' has management layout version \(u32(H.layoutVersion)), this build reads version \(ManagementLayout.version); run all devices of a session with the same build, or clean the session (shmmonitor -c -s \(session))",
                         objectName: name)
                 }
-                if magic == ManagementLayout.magic
-                    && segment.atomic32(H.state).load(ordering: .acquiring) == ManagementLayout.State.ready
-                {
-                    guard object.size >= Int(segment.u64(H.totalSize)), object.size >= ManagementLayout.defaultTotalSize
-                    else {
+                if magic == ManagementLayout.magic && state.load(ordering: .acquiring) == ManagementLayout.State.ready {
+                    let totalSize = header.load(fromByteOffset: H.totalSize, as: UInt64.self)
+                    guard UInt64(object.size) >= totalSize, object.size >= ManagementLayout.defaultTotalSize else {
                         throw ShmCoreError(
-                            .corrupt, "'\(name)' is smaller than its header says; clean the session (shmmonitor -c -s \(session))",
+                            .corrupt,
+                            "'\(name)' is \(object.size) bytes, smaller than the \(totalSize) its header says; the session is damaged, clean it (shmmonitor -c -s \(session))",
                             objectName: name)
                     }
+                    let geometry: ManagementLayout.Geometry
+                    switch ManagementLayout.Geometry.read(header, objectSize: object.size) {
+                    case .success(let g): geometry = g
+                    case .failure(let damage):
+                        throw ShmCoreError(
+                            .corrupt, "'\(name)' is damaged: \(damage); clean the session (shmmonitor -c -s \(session))", objectName: name)
+                    }
+                    let segment = ManagementSegment(object: object, created: false, geometry: geometry)
                     try segment.ensureLock()
+                    try segment.checkLockUsable(session: session)
                     return segment
                 }
-                let creator = Int32(bitPattern: segment.u32(H.creatorPID))
+                let creator = Int32(bitPattern: u32(H.creatorPID))
                 if magic == ManagementLayout.magic && creator > 0 && !ProcessInspector().isAlive(pid: creator, startTime: nil) {
                     throw ShmCoreError(
                         .notReady,
@@ -160,6 +170,36 @@ final class ManagementSegment: @unchecked Sendable {
                     objectName: object.name)
             }
             usleep(1000)
+        }
+    }
+
+    /// Takes and releases the session lock once with a time limit, so that an attacher finds a
+    /// damaged lock word (garbage type bits, an owner thread that never existed) as an error
+    /// instead of blocking or trapping in every later ``withLock(_:)``. The lock is held for
+    /// microseconds at a time, so 3 s without it means a stuck holder or a damaged segment.
+    func checkLockUsable(session: SessionID) throws(ShmCoreError) {
+        var deadline = timespec()
+        clock_gettime(CLOCK_REALTIME, &deadline)
+        deadline.tv_sec += 3
+        let rc = pthread_mutex_timedlock(mutex, &deadline)
+        switch rc {
+        case 0:
+            pthread_mutex_unlock(mutex)
+        case EOWNERDEAD:
+            repairAfterOwnerDied()
+            pthread_mutex_consistent(mutex)
+            pthread_mutex_unlock(mutex)
+        case ETIMEDOUT:
+            let owner = mutex.pointee.__data.__owner
+            throw ShmCoreError(
+                .corrupt,
+                "the session lock in '\(object.name)' stayed held for 3 s (owner thread \(owner)); if a device of session '\(session)' is stuck, stop it, otherwise the session is damaged: clean it (shmmonitor -c -s \(session))",
+                objectName: object.name, errno: rc)
+        default:
+            throw ShmCoreError(
+                .corrupt,
+                "the session lock in '\(object.name)' is unusable (pthread_mutex_timedlock: error \(rc)); the session is damaged, clean it (shmmonitor -c -s \(session))",
+                objectName: object.name, errno: rc)
         }
     }
 
@@ -267,7 +307,7 @@ final class ManagementSegment: @unchecked Sendable {
         for i in 0..<t.capacity {
             let e = t.offset + i * t.stride
             if u32(e + S.state) == S.registered && base.load(fromByteOffset: e + S.segmentID, as: UInt16.self) == id {
-                return SegmentInfo(size: Int(u64(e + S.segmentSize)), allocator: base.load(fromByteOffset: e + S.allocator, as: UInt8.self))
+                return SegmentInfo(size: Int(truncatingIfNeeded: u64(e + S.segmentSize)), allocator: base.load(fromByteOffset: e + S.allocator, as: UInt8.self))
             }
         }
         return nil

@@ -50,7 +50,20 @@ struct SegmentHeap: @unchecked Sendable {
     /// Whether this build may use the segment: formatted, of this layout version, and its
     /// recorded size is `objectSize` (the mapped object's), so no walk reads past the mapping.
     func isUsable(objectSize: Int) -> Bool {
-        isFormatted && u32(SegmentLayout.Header.layoutVersion) == SegmentLayout.version && segmentSize == objectSize
+        guard isFormatted, u32(SegmentLayout.Header.layoutVersion) == SegmentLayout.version, segmentSize == objectSize,
+            (1...SegmentLayout.maximumArenas).contains(arenaCount),
+            heapOffset == SegmentLayout.heapOffset(arenaCount: arenaCount), heapOffset < objectSize
+        else { return false }
+        // Every arena's range inside the heap, in order: allocation and walks trust them.
+        var previousEnd = heapOffset
+        for arena in 0..<arenaCount {
+            let a = arenaOffset(arena)
+            let start = u64(a + A.start)
+            let end = u64(a + A.end)
+            guard start == UInt64(previousEnd), end > start, end <= UInt64(objectSize) else { return false }
+            previousEnd = Int(end)
+        }
+        return true
     }
 
     @inline(__always) func arenaOffset(_ arena: Int) -> Int { SegmentLayout.arenaTableOffset + arena * SegmentLayout.arenaStride }

@@ -58,11 +58,11 @@ extension SessionMemory {
         let segments = record.segments.sorted { $0.id < $1.id }.map { entry -> SessionStatus.Segment in
             let segmentName = ShmObjectName(id, .segment(UInt32(entry.id))).fileName
             guard let object = try? SharedObject.open(segmentName, in: dir, minimumSize: 0) else {
-                return .init(id: entry.id, size: Int(entry.size), formatted: false, freeBytes: nil, problem: "'\(segmentName)' is missing")
+                return .init(id: entry.id, size: Int(clamping: entry.size), formatted: false, freeBytes: nil, problem: "'\(segmentName)' is missing")
             }
-            guard object.size == Int(entry.size), object.size >= SegmentLayout.minimumSegmentSize else {
+            guard UInt64(object.size) == entry.size, object.size >= SegmentLayout.minimumSegmentSize else {
                 return .init(
-                    id: entry.id, size: Int(entry.size), formatted: false, freeBytes: nil,
+                    id: entry.id, size: Int(clamping: entry.size), formatted: false, freeBytes: nil,
                     problem: "'\(segmentName)' is \(object.size) bytes, registered as \(entry.size)")
             }
             let heap = SegmentHeap(base: object.base)

@@ -98,9 +98,12 @@ public func builtProductsDirectory() -> URL {
 
 /// The outcome of running a built executable.
 public struct ToolResult: Sendable {
+    /// The exit status, or the signal number when ``crashed``.
     public let status: Int32
     public let stdout: String
     public let stderr: String
+    /// Whether the process died of a signal (a trap, SIGSEGV, SIGKILL ...) instead of exiting.
+    public var crashed = false
 }
 
 /// Runs one of the package's executables to completion.
@@ -124,7 +127,7 @@ public func runTool(_ name: String, _ arguments: [String], environment: [String:
     process.waitUntilExit()
     return ToolResult(
         status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-        stderr: String(decoding: errData, as: UTF8.self))
+        stderr: String(decoding: errData, as: UTF8.self), crashed: process.terminationReason == .uncaughtSignal)
 }
 
 /// A running `shm-keepalive` child holding a session's memory; killed on ``stop()``.
