@@ -16,7 +16,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "shmcore-bench",
         abstract: "Benchmark SessionMemory allocate+release pairs against malloc+free.",
-        subcommands: [Compare.self, Child.self], defaultSubcommand: Compare.self)
+        subcommands: [Compare.self, Child.self, PagesAndBulk.self], defaultSubcommand: Compare.self)
 }
 
 func monotonicNanos() -> UInt64 {
