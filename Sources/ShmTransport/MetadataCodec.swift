@@ -103,18 +103,32 @@ public enum MetadataCodec {
         guard frame.count >= frameSize, frame.littleEndian(UInt32.self, at: 0) == magic,
             frame.load(fromByteOffset: 4, as: UInt8.self) == version, frame.load(fromByteOffset: 5, as: UInt8.self) == 0
         else { throw refusedHeader(frame) }
-        let count = Int(frame.littleEndian(UInt16.self, at: 6))
-        let shmID = frame.littleEndian(UInt32.self, at: 8)
-        let offset = frame.littleEndian(UInt64.self, at: 12)
-        let size = frame.littleEndian(UInt64.self, at: 20)
-        let segment = frame.littleEndian(UInt16.self, at: 28)
-        let region = frame.littleEndian(UInt16.self, at: 30)
-        guard count >= 1, shmID == UInt32(truncatingIfNeeded: expectedShmID), region == 0, size > 0 || (offset == 0 && segment == 0),
-            size <= UInt64(Int.max), offset <= UInt64(Int.max) - size,
+        let f = Fields(frame)
+        guard f.count >= 1, f.shmID == UInt32(truncatingIfNeeded: expectedShmID), f.region == 0,
+            f.size > 0 || (f.offset == 0 && f.segment == 0), f.size <= UInt64(Int.max), f.offset <= UInt64(Int.max) - f.size,
             frame.count == frameSize || isZero(UnsafeRawBufferPointer(rebasing: frame[frameSize...]))
-        else { throw refusedFields(frame, expectedShmID: expectedShmID) }
-        let part = size == 0 ? BlockDescriptor.empty : BlockDescriptor(segmentID: segment, regionID: 0, offset: offset, size: size)
-        return (count, part)
+        else { throw refusedFields(frame, f, expectedShmID: expectedShmID) }
+        let part = f.size == 0 ? BlockDescriptor.empty : BlockDescriptor(segmentID: f.segment, regionID: 0, offset: f.offset, size: f.size)
+        return (f.count, part)
+    }
+
+    /// The fields after the magic, version and flags of a frame of at least ``frameSize`` bytes.
+    struct Fields {
+        let count: Int
+        let shmID: UInt32
+        let offset: UInt64
+        let size: UInt64
+        let segment: UInt16
+        let region: UInt16
+
+        @inline(__always) init(_ frame: UnsafeRawBufferPointer) {
+            count = Int(frame.littleEndian(UInt16.self, at: 6))
+            shmID = frame.littleEndian(UInt32.self, at: 8)
+            offset = frame.littleEndian(UInt64.self, at: 12)
+            size = frame.littleEndian(UInt64.self, at: 20)
+            segment = frame.littleEndian(UInt16.self, at: 28)
+            region = frame.littleEndian(UInt16.self, at: 30)
+        }
     }
 
     @inline(__always) static func isZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
@@ -145,13 +159,8 @@ public enum MetadataCodec {
     }
 
     /// Why the fields of a frame with a good header were refused.
-    @inline(never) static func refusedFields(_ frame: UnsafeRawBufferPointer, expectedShmID: UInt64) -> TransportError {
-        let count = Int(frame.littleEndian(UInt16.self, at: 6))
-        let shmID = frame.littleEndian(UInt32.self, at: 8)
-        let offset = frame.littleEndian(UInt64.self, at: 12)
-        let size = frame.littleEndian(UInt64.self, at: 20)
-        let segment = frame.littleEndian(UInt16.self, at: 28)
-        let region = frame.littleEndian(UInt16.self, at: 30)
+    @inline(never) static func refusedFields(_ frame: UnsafeRawBufferPointer, _ f: Fields, expectedShmID: UInt64) -> TransportError {
+        let (count, shmID, offset, size, segment, region) = (f.count, f.shmID, f.offset, f.size, f.segment, f.region)
         if count < 1 { return invalid("metadata frame names 0 parts; a message has at least one part") }
         if shmID != UInt32(truncatingIfNeeded: expectedShmID) {
             return invalid(

@@ -1,3 +1,4 @@
+import ShmTestSupport
 import ShmTransport
 import Testing
 
@@ -117,19 +118,6 @@ import Testing
         // Both outcomes must actually occur, or the fuzzer tests nothing.
         #expect(accepted > 1_000)
         #expect(accepted < iterations - 1_000)
-    }
-}
-
-/// A small deterministic generator, so a failing fuzz iteration can be replayed.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

@@ -51,7 +51,7 @@ struct DamagedSessionTests {
     }
 
     /// One corruption of `bytes`, its kind named for the failure message.
-    static func corrupt(_ bytes: [UInt8], _ rng: inout SplitMix) -> (String, [UInt8]) {
+    static func corrupt(_ bytes: [UInt8], _ rng: inout SplitMix64) -> (String, [UInt8]) {
         var out = bytes
         switch rng.below(4) {
         case 0:
@@ -82,7 +82,7 @@ struct DamagedSessionTests {
         let healthy = try LeftSession("healthy", in: dir)
         try #require(damaged.objects.count == 2 && healthy.objects.count == 2, "\(dir.entries())")
         let pristine = try #require(damaged.objects[damaged.managementName])
-        var rng = SplitMix(seed: 0xDA_3A6E)
+        var rng = SplitMix64(seed: 0xDA_3A6E)
         var crashes: [String] = []
         for round in 0..<Self.rounds {
             let (what, bytes) = Self.corrupt(pristine, &rng)
@@ -121,16 +121,3 @@ struct DamagedSessionTests {
     }
 }
 
-/// A small deterministic generator (replayable failures).
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-}
