@@ -458,7 +458,9 @@ public final class SessionMemory: @unchecked Sendable {
         let interval: Int
         switch configuration.badAlloc {
         case .throwImmediately: (budget, interval) = (0, 0)
-        case .retry(let a, let i): (budget, interval) = ((max(1, a) - 1) * max(0, i), max(0, i))
+        case .retry(let a, let i):
+            let (product, overflowed) = (max(1, a) - 1).multipliedReportingOverflow(by: max(0, i))
+            (budget, interval) = (overflowed ? nil : product, max(0, i))
         case .forever(let i): (budget, interval) = (nil, max(0, i))
         }
         SegmentFullReport.note(logger: logger, size: size, freeBytes: heap.freeBytes, segment: ownSegmentID)

@@ -50,6 +50,35 @@ import Testing
         }
     }
 
+    /// `receive(reusing:)` fills the handles it is given, in order, appends what is missing and
+    /// drops the rest; handles of another factory are refused.
+    @Test(arguments: transports)
+    func receiveReusingHandles(_ kind: TransportKind) throws {
+        try withFixture(kind, "reuse") { fixture in
+            let link = try Link(fixture)
+            var parts = (0..<3).map { _ in link.factory.makeMessage() }
+            let first = parts[0]
+            for (index, count) in [3, 1, 5, 2].enumerated() {
+                let batch = try (0..<count).map { try patterned(link.factory, size: 100 + $0, index: index, part: $0) }
+                let bytes = (0..<count).map { 100 + $0 }.reduce(0, +)
+                #expect(link.a.send(batch, timeout: 5000) == .transferred(bytes))
+                #expect(link.b.receive(reusing: &parts, timeout: 5000) == .transferred(bytes))
+                #expect(parts.count == count)
+                #expect(parts[0] === first, "the first handle is reused")
+                for (part, message) in parts.enumerated() {
+                    #expect(message.size == 100 + part && message.withUnsafeBytes { checkPattern($0, message: index, part: part) })
+                }
+            }
+            let other = try TransportFactory(kind, configuration: fixture.configuration(), logger: testLogger)
+            var foreign = [other.makeMessage()]
+            guard case .error(let error) = link.b.receive(reusing: &foreign, timeout: 0) else {
+                Issue.record("a handle of another factory was accepted")
+                return
+            }
+            #expect(error.code == .invalidArgument)
+        }
+    }
+
     @Test(arguments: transports)
     func rebuild(_ kind: TransportKind) throws {
         try withFixture(kind, "rebuild") { fixture in
