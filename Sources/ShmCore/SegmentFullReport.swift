@@ -1,30 +1,38 @@
-import ShmCleanup
 import Logging
+import ShmCleanup
 import Synchronization
 
-/// "Segment full" warnings, at most one a second per process, each saying how often a segment
-/// was full since the last one (a sampler outrunning its sink hits it thousands of times a
-/// second; one line each would drown the log and slow the sampler).
-enum SegmentFullReport {
+/// "Segment full" warnings of one process's session memory, at most one a second, each saying
+/// how often the segment was full since the last one (a sampler outrunning its sink hits it
+/// thousands of times a second; one line each would drown the log and slow the sampler).
+final class SegmentFullReport: Sendable {
     private struct State {
-        var lastNanos: UInt64 = 0
+        var lastNanos: UInt64?
         var unreported = 0
     }
 
-    private static let state = Mutex(State())
+    private let state = Mutex(State())
+    private let interval: UInt64
 
-    static func note(logger: Logger, size: Int, freeBytes: Int, segment: UInt16) {
+    /// - Parameter intervalNanoseconds: the least time between two lines (1 s).
+    init(intervalNanoseconds: UInt64 = 1_000_000_000) { interval = intervalNanoseconds }
+
+    /// Counts one full segment; logs a line when the last one is `interval` old.
+    /// - Returns: the count the logged line carried, or nil when nothing was logged.
+    @discardableResult
+    func note(logger: Logger, size: Int, freeBytes: Int, segment: UInt16) -> Int? {
         let nanos = MonotonicClock.nanoseconds()
         let times: Int? = state.withLock { s in
             s.unreported += 1
-            guard s.lastNanos == 0 || nanos - s.lastNanos >= 1_000_000_000 else { return nil }
+            if let last = s.lastNanos, nanos - last < interval { return nil }
             defer { s.unreported = 0 }
             s.lastNanos = nanos
             return s.unreported
         }
-        guard let times else { return }
+        guard let times else { return nil }
         logger.warning(
             "segment full, waiting for room (\(times) time\(times == 1 ? "" : "s") since the last report); free messages sooner or use a bigger segment",
             metadata: ["shm.segment": "\(segment)", "shm.size": "\(size)", "shm.free": "\(freeBytes)", "shm.full_count": "\(times)"])
+        return times
     }
 }

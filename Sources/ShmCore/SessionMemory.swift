@@ -42,6 +42,8 @@ public final class SessionMemory: @unchecked Sendable {
     private let cacheOwner: UInt16
     /// This process's mark on blocks it allocated and that are live (slot + 1, high bit set).
     private let allocatedMark: UInt16
+    /// "Segment full" lines, at most one a second.
+    private let fullReport = SegmentFullReport()
     /// Test hook: a ``CrashPoint`` raw value index + 1 armed by ``armCrash(at:)``, 0 when none.
     private let armedCrash = ManagedAtomic<Int>(0)
 
@@ -463,7 +465,7 @@ public final class SessionMemory: @unchecked Sendable {
             (budget, interval) = (overflowed ? nil : product, max(0, i))
         case .forever(let i): (budget, interval) = (nil, max(0, i))
         }
-        SegmentFullReport.note(logger: logger, size: size, freeBytes: heap.freeBytes, segment: ownSegmentID)
+        fullReport.note(logger: logger, size: size, freeBytes: heap.freeBytes, segment: ownSegmentID)
         if budget != 0 {
             let signal = RoomSignal(heap)
             signal.setWaiting(slot: processSlot, true)

@@ -72,9 +72,7 @@ public final class TransportFactory: @unchecked Sendable {
     /// rebuilt with it costs no heap allocation.
     func makePayload(size: Int, alignment: Int) throws(TransportError) -> (Message.Storage, UnsafeMutableRawPointer?) {
         guard size >= 0 else { throw TransportError(.invalidArgument, "message size \(size) is negative; give 0 or more bytes") }
-        guard alignment == 0 || (alignment > 0 && alignment & (alignment - 1) == 0 && alignment <= 1 << 20) else {
-            throw TransportError(.invalidArgument, "alignment \(alignment) is not a power of two up to 1048576; give e.g. 64 or 4096, or 0 for the default")
-        }
+        try Self.checkAlignment(alignment)
         if size == 0 { return (.empty, nil) }
         switch kind {
         case .zeromq:
@@ -83,6 +81,13 @@ public final class TransportFactory: @unchecked Sendable {
         case .shmem:
             let (payload, base) = try shmAllocate(size: size, alignment: alignment)
             return (.shm(payload), base)
+        }
+    }
+
+    /// Refuses an alignment that is not 0 or a power of two up to 1 MiB.
+    static func checkAlignment(_ alignment: Int) throws(TransportError) {
+        guard alignment == 0 || (alignment > 0 && alignment & (alignment - 1) == 0 && alignment <= 1 << 20) else {
+            throw TransportError(.invalidArgument, "alignment \(alignment) is not a power of two up to 1048576; give e.g. 64 or 4096, or 0 for the default")
         }
     }
 
@@ -99,7 +104,7 @@ public final class TransportFactory: @unchecked Sendable {
         guard sizes.allSatisfy({ $0 >= 0 }) else {
             throw TransportError(.invalidArgument, "message sizes \(sizes.filter { $0 < 0 }) are negative; give 0 or more bytes")
         }
-        _ = try makePayload(size: 0, alignment: alignment)  // the alignment check
+        try Self.checkAlignment(alignment)
         let nonEmpty = sizes.filter { $0 > 0 }
         let blocks: [ShmBlock]
         do {

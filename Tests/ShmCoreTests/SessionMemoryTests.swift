@@ -322,6 +322,19 @@ extension SessionMemoryTests {
         receiver.detach()
     }
 
+    @Test("'segment full' is logged at most once per interval, with the count since the last line")
+    func segmentFullIsRateLimited() {
+        let lines = CapturedLines()
+        let logger = Logger(label: "full") { _ in CapturingHandler(lines: lines) }
+        let report = SegmentFullReport(intervalNanoseconds: 200_000_000)
+        let first = (0..<1000).map { _ in report.note(logger: logger, size: 64, freeBytes: 0, segment: 0) }
+        #expect(first.compactMap { $0 } == [1])
+        usleep(250_000)
+        #expect(report.note(logger: logger, size: 64, freeBytes: 0, segment: 0) == 1000)
+        let logged = lines.all
+        #expect(logged.count == 2 && logged[1].contains("1000 times since the last report"), "\(logged)")
+    }
+
     @Test("prefaultSegment maps every page of the segment at attach; without it pages are mapped on first touch")
     func prefault() throws {
         let dir = try ShmFixtureDirectory.onTmpfs()
@@ -409,5 +422,27 @@ func readLockAndEntryStates(dir: ShmFixtureDirectory, id: ShmID) throws -> (lock
             raw.load(fromByteOffset: table + $0 * stride + ManagementLayout.ProcessEntry.state, as: UInt32.self)
         }
         return (raw.load(fromByteOffset: H.lockState, as: UInt32.self), entries)
+    }
+}
+
+/// Log lines captured by ``CapturingHandler``.
+final class CapturedLines: @unchecked Sendable {
+    private let lock = NSLock()
+    private var lines: [String] = []
+    func append(_ line: String) { lock.withLock { lines.append(line) } }
+    var all: [String] { lock.withLock { lines } }
+}
+
+/// A log handler that keeps every message (for tests of what is logged).
+struct CapturingHandler: LogHandler {
+    let lines: CapturedLines
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+    func log(event: LogEvent) {
+        lines.append(event.message.description)
     }
 }
