@@ -84,9 +84,5 @@ struct CleanupBench: ParsableCommand {
         "\((seconds * 10_000).rounded() / 10) ms"
     }
 
-    private func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
+    private func now() -> Double { Double(MonotonicClock.nanoseconds()) / 1e9 }
 }

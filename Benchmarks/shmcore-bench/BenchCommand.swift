@@ -19,11 +19,7 @@ struct BenchCommand: ParsableCommand {
         subcommands: [Compare.self, Child.self, PagesAndBulk.self], defaultSubcommand: Compare.self)
 }
 
-func monotonicNanos() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}
+func monotonicNanos() -> UInt64 { MonotonicClock.nanoseconds() }
 
 /// Every allocated address is folded into this, so the optimiser cannot drop a malloc+free pair.
 nonisolated(unsafe) var sink: UInt = 0

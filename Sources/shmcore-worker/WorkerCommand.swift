@@ -186,11 +186,7 @@ nonisolated(unsafe) let reference: UnsafeMutableRawPointer = {
     return p
 }()
 
-func now() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}
+func now() -> UInt64 { MonotonicClock.nanoseconds() }
 
 struct Worker {
     let memory: SessionMemory

@@ -164,9 +164,5 @@ struct MonitorService: Service {
         }
     }
 
-    private static func nowMilliseconds() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
-    }
+    private static func nowMilliseconds() -> UInt64 { MonotonicClock.nanoseconds() / 1_000_000 }
 }

@@ -70,11 +70,7 @@ struct ControlView {
     }
 }
 
-func monotonicNanos() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}
+func monotonicNanos() -> UInt64 { MonotonicClock.nanoseconds() }
 
 /// Blocks handed over between processes in the acceptance runs (override for longer stress).
 let acceptanceBlocks = ProcessInfo.processInfo.environment["SHMCORE_STRESS_BLOCKS"].flatMap(Int.init) ?? 1_000_000
