@@ -42,6 +42,8 @@ public final class SessionMemory: @unchecked Sendable {
     private let cacheOwner: UInt16
     /// This process's mark on blocks it allocated and that are live (slot + 1, high bit set).
     private let allocatedMark: UInt16
+    /// Set while a thread of this process takes back its remote frees.
+    private let takingRemoteFrees = ManagedAtomic<Bool>(false)
     /// "Segment full" lines, at most one a second.
     private let fullReport = SegmentFullReport()
     /// Test hook: a ``CrashPoint`` raw value index + 1 armed by ``armCrash(at:)``, 0 when none.
@@ -384,7 +386,12 @@ public final class SessionMemory: @unchecked Sendable {
 
     /// Takes back the blocks other processes released (``RemoteFreeList``): into the local
     /// cache where they fit, else into the heap, under this process's own arena locks.
+    ///
+    /// One thread of the process takes at a time (the list's `taken` cursor is per slot, and
+    /// the slot is the process's); a thread that finds another taking goes on without waiting.
     private func takeRemoteFrees(_ heap: SegmentHeap) {
+        guard takingRemoteFrees.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return }
+        defer { takingRemoteFrees.store(false, ordering: .releasing) }
         RemoteFreeList(heap, slot: processSlot).take { payload in
             if let point = testCrashPoint, point == .remoteTakeWalking { raise(SIGKILL) }
             keepOrFree(heap, payload: payload)

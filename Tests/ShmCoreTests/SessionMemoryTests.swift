@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import ShmTestSupport
 import ShmCleanup
+import Synchronization
 import Testing
 
 @testable import ShmCore
@@ -320,6 +321,42 @@ extension SessionMemoryTests {
         sender.detach()
         #expect(receiver.freeMemory(segmentID: 0) == empty)
         receiver.detach()
+    }
+
+    @Test("threads of one process allocating while a peer frees their blocks remotely never get a block twice")
+    func threadsTakeRemoteFreesOnce() throws {
+        let dir = try ShmFixtureDirectory.onTmpfs()
+        defer { #expect(dir.remove().isEmpty) }
+        let config = testConfiguration("threads", directory: dir, segmentSize: 16 << 20, arenas: 1)
+        let owner = try SessionMemory(config, logger: testLogger)
+        let peer = try SessionMemory(config, logger: testLogger)  // another slot: its releases are remote
+        let live = Mutex(Set<UInt64>())
+        let problems = Mutex([String]())
+        let done = DispatchGroup()
+        for _ in 0..<3 {
+            done.enter()
+            Thread {
+                defer { done.leave() }
+                for _ in 0..<40_000 {
+                    guard let block = try? owner.allocate(size: 64) else { continue }
+                    let fresh = live.withLock { $0.insert(block.offset).inserted }
+                    if !fresh { problems.withLock { $0.append("offset \(block.offset) handed out twice") } }
+                    live.withLock { _ = $0.remove(block.offset) }
+                    do {
+                        peer.release(try peer.validatedBlock(segmentID: block.segmentID, offset: block.offset, size: block.size))
+                    } catch {
+                        problems.withLock { $0.append("a block just allocated is not valid: \(error)") }
+                        return
+                    }
+                }
+            }.start()
+        }
+        done.wait()
+        #expect(problems.withLock { $0 }.isEmpty, "\(problems.withLock { $0.prefix(3) })")
+        #expect(owner.verifySegment(0) == nil)
+        #expect(owner.freeMemory(segmentID: 0) == owner.heapSize(segmentID: 0))
+        peer.detach()
+        owner.detach()
     }
 
     @Test("'segment full' is logged at most once per interval, with the count since the last line")
