@@ -42,6 +42,8 @@ public final class SessionMemory: @unchecked Sendable {
     private let cacheOwner: UInt16
     /// This process's mark on blocks it allocated and that are live (slot + 1, high bit set).
     private let allocatedMark: UInt16
+    /// Threads of this process waiting for room in its segment.
+    private let waitingThreads = Mutex(0)
     /// Set while a thread of this process takes back its remote frees.
     private let takingRemoteFrees = ManagedAtomic<Bool>(false)
     /// "Segment full" lines, at most one a second.
@@ -475,8 +477,18 @@ public final class SessionMemory: @unchecked Sendable {
         fullReport.note(logger: logger, size: size, freeBytes: heap.freeBytes, segment: ownSegmentID)
         if budget != 0 {
             let signal = RoomSignal(heap)
-            signal.setWaiting(slot: processSlot, true)
-            defer { signal.setWaiting(slot: processSlot, false) }
+            // The bit is the slot's, so the process's first waiting thread sets it and its last
+            // one clears it: a thread that got room must not stop the wake-ups of another.
+            waitingThreads.withLock { count in
+                count += 1
+                if count == 1 { signal.setWaiting(slot: processSlot, true) }
+            }
+            defer {
+                waitingThreads.withLock { count in
+                    count -= 1
+                    if count == 0 { signal.setWaiting(slot: processSlot, false) }
+                }
+            }
             let deadline = budget.map { Self.nowMilliseconds() + $0 }
             while true {
                 let sequence = signal.sequence

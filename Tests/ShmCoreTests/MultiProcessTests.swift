@@ -3,6 +3,7 @@ import Logging
 import ShmCleanup
 import ShmTestSupport
 import SystemPackage
+import Synchronization
 import Testing
 
 @_spi(Testing) @testable import ShmCore
@@ -281,6 +282,47 @@ struct MultiProcessTests {
         #expect(waited < .seconds(30), "the waiter slept its 60 s interval instead of being woken")
         memory.release(got)
         #expect(memory.freeMemory(segmentID: 0) == memory.heapSize(segmentID: 0))
+        memory.detach()
+        #expect(dir.entries().isEmpty)
+    }
+
+    @Test("two threads waiting on a full segment are both woken by frees in another process")
+    func twoWaitingThreadsAreBothWoken() throws {
+        let dir = try ShmFixtureDirectory.onTmpfs()
+        defer { #expect(dir.remove().isEmpty) }
+        var config = testConfiguration("waiters", directory: dir, segmentSize: 1 << 20, arenas: 1)
+        config.badAlloc = .forever(intervalMilliseconds: 60_000)
+        config.localCacheBytes = 0
+        let memory = try SessionMemory(config, logger: testLogger)
+        let first = try memory.allocate(size: 450_000)
+        let second = try memory.allocate(size: 450_000)
+        // Each peer frees one big block, 300 ms and 900 ms from now; each waiter needs one.
+        let children = try [(first, 300), (second, 900)].enumerated().map { index, item in
+            try WorkerProcess(
+                index: index,
+                arguments: [
+                    "release", "-s", config.session.rawValue, "--shm-dir", dir.path, "--segment-size", "\(1 << 20)",
+                    "--offset", "\(item.0.offset)", "--size", "\(item.0.size)", "--after-milliseconds", "\(item.1)",
+                ])
+        }
+        let start = ContinuousClock.now
+        let got = Mutex([Duration]())
+        let done = DispatchGroup()
+        for _ in 0..<2 {
+            done.enter()
+            Thread {
+                defer { done.leave() }
+                if let block = try? memory.allocate(size: 400_000) {
+                    got.withLock { $0.append(ContinuousClock.now - start) }
+                    _ = block  // kept until the end: each waiter holds what it got
+                }
+            }.start()
+        }
+        #expect(done.wait(timeout: .now() + 30) == .success, "a waiter slept its 60 s interval")
+        for child in children { #expect(child.wait().status == 0) }
+        let times = got.withLock { $0 }
+        print("two waiters woken after \(times)")
+        #expect(times.count == 2 && times.allSatisfy { $0 < .seconds(30) })
         memory.detach()
         #expect(dir.entries().isEmpty)
     }
