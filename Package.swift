@@ -127,6 +127,13 @@ let package = Package(
             swiftSettings: strictSettings
         ),
 
+        // A plain program that keeps its factory in globals and ends without tearing it down.
+        .executableTarget(
+            name: "global-factory-peer",
+            dependencies: ["ShmTransport", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSettings
+        ),
+
         // Benchmarks (numbers in docs/, never in timed tests).
         .executableTarget(
             name: "transport-bench",

@@ -142,6 +142,7 @@ public final class SessionMemory: @unchecked Sendable {
         let heartbeat = HeartbeatThread(management: mng, slot: slot, publish: { [unowned(unsafe) self] in self.publishFreeBytes() })
         state.withLock { $0.heartbeat = heartbeat }
         heartbeat.start()
+        ExitDetach.add(self)
         logger.debug("attached", metadata: ["shm.slot": "\(slot)", "shm.created": "\(mng.created)"])
     }
 
@@ -816,8 +817,16 @@ public final class SessionMemory: @unchecked Sendable {
 
     /// Unregisters this process and unmaps the session's memory. The last process out removes
     /// the segments and the management segment, unless `noCleanup` was set (by this process or
-    /// by the session's creator). Idempotent; `deinit` calls it.
+    /// by the session's creator). Idempotent; `deinit` calls it, and so does the process's normal
+    /// exit (`return` from `main`, `exit()`) for a memory still attached then.
     public func detach() {
+        ExitDetach.remove(self)
+        detach(unmapping: true)
+    }
+
+    /// Detaches; `unmapping: false` (at exit, other threads may still run) keeps every mapping
+    /// and every base pointer, so a thread still using the memory never faults.
+    func detach(unmapping: Bool) {
         let heartbeat = state.withLock { s -> HeartbeatThread? in
             if s.detached { return nil }
             s.detached = true
@@ -836,8 +845,10 @@ public final class SessionMemory: @unchecked Sendable {
         let logger = self.logger
         let slot = processSlot
         state.withLock { s in
-            for (segmentID, _) in s.segments {
-                UnsafeAtomic<UInt>(at: bases + Int(segmentID)).store(0, ordering: .releasing)
+            if unmapping {
+                for (segmentID, _) in s.segments {
+                    UnsafeAtomic<UInt>(at: bases + Int(segmentID)).store(0, ordering: .releasing)
+                }
             }
             if let mng = s.management {
                 mng.withLock {
@@ -855,6 +866,7 @@ public final class SessionMemory: @unchecked Sendable {
                     }
                 }
             }
+            guard unmapping else { return }
             s.segments = [:]
             s.management = nil
             s.heartbeat = nil

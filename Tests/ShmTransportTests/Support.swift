@@ -150,12 +150,16 @@ final class PeerProcess: @unchecked Sendable {
     private let input = Pipe()
     private var buffer = Data()
 
-    init(_ arguments: [String], executable: URL = builtProductsDirectory().appendingPathComponent("transport-peer")) throws {
+    init(
+        _ arguments: [String], executable: URL = builtProductsDirectory().appendingPathComponent("transport-peer"),
+        environment: [String: String] = [:]
+    ) throws {
         process.executableURL = executable
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         env.removeValue(forKey: "SHMTRANSPORT_SHM_DIR")
         env.removeValue(forKey: "SHMTRANSPORT_SESSION")
+        env.merge(environment) { $1 }
         process.environment = env
         process.standardOutput = output
         process.standardError = errors
