@@ -23,6 +23,10 @@ let package = Package(
         .library(name: "ShmTransport", targets: ["ShmTransport"]),
         .executable(name: "shmmonitor", targets: ["shmmonitor"]),
         .executable(name: "shm-keepalive", targets: ["shm-keepalive"]),
+        .library(name: "ShmDevice", targets: ["ShmDevice"]),
+        .executable(name: "shm-bsampler", targets: ["shm-bsampler"]),
+        .executable(name: "shm-sink", targets: ["shm-sink"]),
+        .executable(name: "shm-processor", targets: ["shm-processor"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -79,6 +83,22 @@ let package = Package(
             swiftSettings: strictSettings
         ),
 
+        // Layer 5: devices (channels from FairMQ's JSON and --channel-config, the run loop as a
+        // Service, the built-in sampler, sink and processor).
+        .target(
+            name: "ShmDevice",
+            dependencies: [
+                "ShmTransport", "ShmCore", "ShmCleanup",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
         // Layer 6: executables.
         .executableTarget(
             name: "shmmonitor",
@@ -99,6 +119,22 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: strictSettings
+        ),
+
+        .executableTarget(
+            name: "shm-bsampler",
+            dependencies: ["ShmDevice", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "shm-sink",
+            dependencies: ["ShmDevice", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "shm-processor",
+            dependencies: ["ShmDevice", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strictSettings
         ),
 
@@ -193,6 +229,14 @@ let package = Package(
                 "ShmTransport", "ShmCore", "ShmCleanup", "ShmTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "ShmDeviceTests",
+            dependencies: [
+                "ShmDevice", "ShmTransport", "ShmCleanup", "ShmTestSupport",
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
         ),

@@ -1,0 +1,198 @@
+import Atomics
+import Foundation
+import Logging
+import ShmCleanup
+import ShmTransport
+import SystemPackage
+
+/// A running device: one factory per transport its channels use, and one ``Channel`` (socket)
+/// per sub-channel, bound and connected.
+///
+/// Made from a checked ``DeviceConfiguration``: every bind happens before any connect, as in
+/// FairMQ, so devices of one topology can start in any order. A `tcp://host:*` address with
+/// `autoBind` takes a free port from the channel's port range. ``stop()`` (any thread, e.g. a
+/// signal handler's task) ends blocked transfers and the run loop; ``close()`` closes every
+/// socket and releases the factories, so the device detaches from its session (the last one
+/// out removes it).
+public final class Device: @unchecked Sendable {
+    public let configuration: DeviceConfiguration
+    public let logger: Logger
+    private var factories: [TransportKind: TransportFactory] = [:]
+    private var channelsByName: [String: [Channel]] = [:]
+    private let stopping = ManagedAtomic<Bool>(false)
+
+    /// Creates the factories and sockets, binds and connects.
+    /// - Throws: ``DeviceConfigurationError`` naming the channel and field when a socket cannot
+    ///   be set up (address in use, no such host, ...) or a factory cannot be made.
+    public init(_ configuration: DeviceConfiguration, logger: Logger) throws(DeviceConfigurationError) {
+        self.configuration = configuration
+        var logger = logger
+        logger[metadataKey: "device"] = "\(configuration.id)"
+        self.logger = logger
+        let id = configuration.id
+        for kind in configuration.transportsInUse {
+            do {
+                factories[kind] = try TransportFactory(kind, configuration: configuration.transportConfiguration, logger: logger)
+            } catch {
+                throw DeviceConfigurationError(device: id, field: "--transport \(kind)", error.message)
+            }
+        }
+        var pendingConnects: [(Channel, String)] = []
+        for channel in configuration.channels {
+            var subChannels: [Channel] = []
+            for (index, sub) in channel.subChannels.enumerated() {
+                let kind = sub.transport ?? configuration.transport
+                guard let factory = factories[kind] else { preconditionFailure("no factory for \(kind)") }
+                let label = "\(channel.name)[\(index)]"
+                func fail(_ field: String, _ error: TransportError) -> DeviceConfigurationError {
+                    DeviceConfigurationError(device: id, channel: label, field: field, error.message)
+                }
+                let socket: Socket
+                do {
+                    socket = try factory.makeSocket(sub.type, name: "\(id).\(label)")
+                    try socket.setOption(.sendHighWaterMark, sub.sendBufferSize)
+                    try socket.setOption(.receiveHighWaterMark, sub.receiveBufferSize)
+                    if sub.sendKernelSize > 0 { try socket.setOption(.sendBufferSize, sub.sendKernelSize) }
+                    if sub.receiveKernelSize > 0 { try socket.setOption(.receiveBufferSize, sub.receiveKernelSize) }
+                    try socket.setOption(.linger, sub.linger)
+                } catch {
+                    throw fail("type", error)
+                }
+                let runtime = Channel(name: channel.name, index: index, configuration: sub, socket: socket, factory: factory)
+                for address in sub.addresses {
+                    if sub.method(of: address) == .bind {
+                        do {
+                            runtime.boundEndpoints.append(try Self.bind(socket, address.endpoint, sub))
+                        } catch {
+                            throw fail("address", error)
+                        }
+                    } else {
+                        pendingConnects.append((runtime, address.endpoint))
+                    }
+                }
+                subChannels.append(runtime)
+            }
+            channelsByName[channel.name] = subChannels
+        }
+        for (channel, endpoint) in pendingConnects {
+            do {
+                try channel.socket.connect(endpoint)
+            } catch {
+                throw DeviceConfigurationError(device: id, channel: channel.label, field: "address", error.message)
+            }
+        }
+        for channel in configuration.channels {
+            for sub in channelsByName[channel.name] ?? [] {
+                logger.debug(
+                    "channel ready",
+                    metadata: [
+                        "channel": "\(sub.label)", "type": "\(sub.configuration.type)", "transport": "\(sub.transport)",
+                        "addresses": "\(sub.boundEndpoints + sub.configuration.addresses.filter { sub.configuration.method(of: $0) == .connect }.map(\.endpoint))",
+                    ])
+            }
+        }
+        if configuration.launchMonitor { try launchMonitor() }
+    }
+
+    /// Binds `endpoint`; a `tcp://host:*` with `autoBind` tries ports of the range in random order.
+    private static func bind(_ socket: Socket, _ endpoint: String, _ sub: SubChannelConfiguration) throws(TransportError) -> String {
+        guard endpoint.hasPrefix("tcp://"), endpoint.hasSuffix(":*"), sub.autoBind else { return try socket.bind(endpoint) }
+        let host = endpoint.dropLast(2)
+        var lastError: TransportError?
+        for port in sub.portRange.shuffled().prefix(64) {
+            do {
+                return try socket.bind("\(host):\(port)")
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError ?? TransportError(.invalidArgument, "no port of \(sub.portRange) is free for \(endpoint); widen portRangeMin/portRangeMax")
+    }
+
+    /// The sub-channels of channel `name`.
+    public func channels(_ name: String) -> [Channel] { channelsByName[name] ?? [] }
+
+    /// Sub-channel `index` of channel `name`.
+    /// - Throws: ``DeviceConfigurationError`` when the device has no such channel (the built-in
+    ///   devices name theirs with `--in-channel`/`--out-channel`).
+    public func channel(_ name: String, _ index: Int = 0) throws(DeviceConfigurationError) -> Channel {
+        let subChannels = channels(name)
+        guard index < subChannels.count else {
+            let known = configuration.channels.map(\.name)
+            throw DeviceConfigurationError(
+                device: configuration.id, channel: name, field: "name",
+                subChannels.isEmpty
+                    ? "the device has no such channel (it has \(known.isEmpty ? "none" : known.joined(separator: ", "))); configure it with --channel-config name=\(name),... or in --mq-config"
+                    : "the channel has \(subChannels.count) sub-channel(s), not \(index + 1)")
+        }
+        return subChannels[index]
+    }
+
+    /// The factory of `kind`, if a channel uses that transport.
+    public func transport(_ kind: TransportKind) -> TransportFactory? { factories[kind] }
+
+    /// Whether ``stop()`` was called.
+    public var isStopping: Bool { stopping.load(ordering: .acquiring) }
+
+    /// Ends the run loop and makes every blocked or later transfer return `.interrupted`.
+    /// Safe from any thread; idempotent.
+    public func stop() {
+        guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        for factory in factories.values { factory.interrupt() }
+    }
+
+    /// Closes every socket and drops the factories: the device detaches from its session once no
+    /// message of it is left (the last process of the session removes its memory).
+    public func close() {
+        for channel in channelsByName.values.flatMap({ $0 }) { channel.socket.close() }
+        channelsByName = [:]
+        factories = [:]
+    }
+
+    /// Runs `body` once per iteration until it returns `false`, ``stop()`` is called, or it
+    /// throws. With `--rate` above 0 the iterations are spaced to that rate. Every channel's
+    /// rate (messages and bytes per second, in and out) is logged each `rateLogging` seconds.
+    public func run(_ body: () throws -> Bool) throws {
+        var limiter = RateLimiter(rate: configuration.rate)
+        var rates = RateLog(channels: configuration.channels.flatMap { channels($0.name) }, logger: logger)
+        defer { rates.finish() }
+        while !isStopping {
+            guard try body() else { return }
+            limiter.pace()
+            rates.tick()
+        }
+    }
+
+    /// Starts `shmmonitor -m -x -d` for the device's session (FairMQ's `--shm-monitor true`):
+    /// a daemon that cleans the session once no live process uses it, and then exits.
+    private func launchMonitor() throws(DeviceConfigurationError) {
+        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+            .appendingPathComponent("shmmonitor")
+        let path = ([executable.path] + (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map { "\($0)/shmmonitor" })
+            .first { FileManager.default.isExecutableFile(atPath: $0) }
+        guard let path else {
+            throw DeviceConfigurationError(
+                device: configuration.id, field: "--shm-monitor",
+                "shmmonitor is neither next to this program nor on PATH; install it, or give --shm-monitor false")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        var environment = ProcessInfo.processInfo.environment
+        environment["SHMTRANSPORT_SHM_DIR"] = configuration.transportConfiguration.shmDirectory.string
+        process.environment = environment
+        process.arguments = ["--session", configuration.transportConfiguration.session.rawValue, "--monitor", "--self-destruct", "--daemonize"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        do {
+            try process.run()
+            process.waitUntilExit()
+        } catch {
+            throw DeviceConfigurationError(device: configuration.id, field: "--shm-monitor", "cannot start \(path): \(error)")
+        }
+        guard process.terminationStatus == 0 else {
+            throw DeviceConfigurationError(
+                device: configuration.id, field: "--shm-monitor", "\(path) exited with \(process.terminationStatus); run it by hand to see why")
+        }
+        logger.info("monitor daemon started", metadata: ["shm.session": "\(configuration.transportConfiguration.session)"])
+    }
+}

@@ -1,0 +1,85 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import UnixSignals
+
+/// A device's run as a swift-service-lifecycle `Service`: the blocking run loop goes on a
+/// thread of its own, and a graceful shutdown (SIGTERM, SIGINT, SIGHUP) or a cancellation calls
+/// ``Device/stop()``, which ends blocked transfers so the loop returns.
+public struct DeviceService: Service {
+    public let device: Device
+    private let body: @Sendable (Device) throws -> Void
+
+    /// `body` runs the device (usually through ``Device/run(_:)``) and returns when it is done.
+    public init(device: Device, body: @escaping @Sendable (Device) throws -> Void) {
+        self.device = device
+        self.body = body
+    }
+
+    public func run() async throws {
+        let device = self.device
+        let body = self.body
+        try await withTaskCancellationOrGracefulShutdownHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let thread = Thread {
+                    do {
+                        try body(device)
+                        continuation.resume()
+                    } catch {
+                        continuation.resume(throwing: error)
+                    }
+                }
+                thread.name = "device \(device.configuration.id)"
+                thread.start()
+            }
+        } onCancelOrGracefulShutdown: {
+            device.stop()
+        }
+    }
+}
+
+/// The `main` of a device executable: builds the device from its options, runs `body` as a
+/// ``DeviceService`` with graceful shutdown on SIGTERM, SIGINT and SIGHUP, then closes the
+/// device so it detaches from its session (the last one out removes it). Every way out —
+/// the body returning, a signal, an error — ends in the same close.
+public enum DeviceMain {
+    /// Exit statuses of device executables.
+    public enum ExitStatus: Int32 {
+        case done = 0
+        case failed = 1
+        case badConfiguration = 2
+    }
+
+    public static func run(
+        options: DeviceOptions, logger: Logger, body: @escaping @Sendable (Device) throws -> Void
+    ) async -> ExitStatus {
+        let device: Device
+        do {
+            device = try Device(try options.deviceConfiguration(), logger: logger)
+        } catch {
+            logger.error("\(error)")
+            return .badConfiguration
+        }
+        defer { device.close() }
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: DeviceService(device: device, body: body), successTerminationBehavior: .gracefullyShutdownGroup)],
+                gracefulShutdownSignals: [.sigterm, .sigint, .sighup],
+                logger: logger))
+        do {
+            try await group.run()
+            return .done
+        } catch {
+            logger.error("\(Self.unwrap(error))")
+            return .failed
+        }
+    }
+
+    /// The service's own error rather than the group's wrapper around it.
+    private static func unwrap(_ error: any Error) -> any Error {
+        if let groupError = error as? ServiceGroupError, let underlying = Mirror(reflecting: groupError).descendant("underlyingError") as? any Error {
+            return underlying
+        }
+        return error
+    }
+}

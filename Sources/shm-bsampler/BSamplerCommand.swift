@@ -1,0 +1,22 @@
+import ArgumentParser
+import ShmDevice
+
+/// `shm-bsampler`: FairMQ's bsampler: sends a new message every iteration (benchmark source). Takes every option of a FairMQ device (`--id`, `--channel-config`,
+/// `--mq-config`, `--transport`, `--session`, the `--shm-*` options), so the original's command
+/// lines run with only the binary name changed. Exit status: 0 done, 1 failed while running,
+/// 2 bad configuration.
+@main
+struct BSamplerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "shm-bsampler", abstract: "FairMQ's bsampler: sends a new message every iteration (benchmark source).")
+
+    @OptionGroup(title: "Device") var device: DeviceOptions
+    @OptionGroup(title: "BSampler") var sampler: SamplerOptions
+
+    func run() async throws {
+        let logger = DeviceLogging.bootstrap(severity: device.severity, label: "shm-bsampler")
+        let options = self.sampler
+        let status = await DeviceMain.run(options: device, logger: logger) { device in _ = try BenchmarkSampler.run(device, options) }
+        if status != .done { throw ExitCode(status.rawValue) }
+    }
+}

@@ -1,0 +1,22 @@
+import ArgumentParser
+import ShmDevice
+
+/// `shm-processor`: Forwards every message from its in channel to its out channel (zero-copy within one transport). Takes every option of a FairMQ device (`--id`, `--channel-config`,
+/// `--mq-config`, `--transport`, `--session`, the `--shm-*` options), so the original's command
+/// lines run with only the binary name changed. Exit status: 0 done, 1 failed while running,
+/// 2 bad configuration.
+@main
+struct ProcessorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "shm-processor", abstract: "Forwards every message from its in channel to its out channel (zero-copy within one transport).")
+
+    @OptionGroup(title: "Device") var device: DeviceOptions
+    @OptionGroup(title: "Processor") var processor: ProcessorOptions
+
+    func run() async throws {
+        let logger = DeviceLogging.bootstrap(severity: device.severity, label: "shm-processor")
+        let options = self.processor
+        let status = await DeviceMain.run(options: device, logger: logger) { device in _ = try Processor.run(device, options) }
+        if status != .done { throw ExitCode(status.rawValue) }
+    }
+}

@@ -1,0 +1,22 @@
+import ArgumentParser
+import ShmDevice
+
+/// `shm-sink`: FairMQ's sink: receives messages, optionally checks or writes them. Takes every option of a FairMQ device (`--id`, `--channel-config`,
+/// `--mq-config`, `--transport`, `--session`, the `--shm-*` options), so the original's command
+/// lines run with only the binary name changed. Exit status: 0 done, 1 failed while running,
+/// 2 bad configuration.
+@main
+struct SinkCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "shm-sink", abstract: "FairMQ's sink: receives messages, optionally checks or writes them.")
+
+    @OptionGroup(title: "Device") var device: DeviceOptions
+    @OptionGroup(title: "Sink") var sink: SinkOptions
+
+    func run() async throws {
+        let logger = DeviceLogging.bootstrap(severity: device.severity, label: "shm-sink")
+        let options = self.sink
+        let status = await DeviceMain.run(options: device, logger: logger) { device in _ = try BenchmarkSink.run(device, options) }
+        if status != .done { throw ExitCode(status.rawValue) }
+    }
+}
