@@ -235,7 +235,8 @@ let package = Package(
         .testTarget(
             name: "ShmDeviceTests",
             dependencies: [
-                "ShmDevice", "ShmTransport", "ShmCleanup", "ShmTestSupport",
+                "ShmDevice", "ShmTransport", "ShmCore", "ShmCleanup", "ShmTestSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings

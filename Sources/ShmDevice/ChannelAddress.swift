@@ -13,6 +13,11 @@ public struct ChannelAddress: Sendable, Hashable, CustomStringConvertible {
     /// The method a `@` or `+` prefix gives this endpoint; `nil` means the channel's method.
     public var methodOverride: ChannelMethod?
 
+    public init(endpoint: String, methodOverride: ChannelMethod? = nil) {
+        self.endpoint = endpoint
+        self.methodOverride = methodOverride
+    }
+
     /// The longest `ipc://` path a Unix socket takes (`sun_path` holds 108 bytes with its NUL).
     public static let maximumIPCPathLength = 107
 

@@ -70,16 +70,8 @@ public enum DeviceMain {
             try await group.run()
             return .done
         } catch {
-            logger.error("\(Self.unwrap(error))")
+            logger.error("\(error)")
             return .failed
         }
-    }
-
-    /// The service's own error rather than the group's wrapper around it.
-    private static func unwrap(_ error: any Error) -> any Error {
-        if let groupError = error as? ServiceGroupError, let underlying = Mirror(reflecting: groupError).descendant("underlyingError") as? any Error {
-            return underlying
-        }
-        return error
     }
 }

@@ -44,5 +44,12 @@ for round in 0..<rounds {
         lastMessage = reply  // a message of the session still held in a global at exit
     }
 }
+// The pong side waits for a last word before it ends: a process that ends right after a send
+// can take its last message with it (libzmq's I/O thread dies with the process).
+if pinging {
+    _ = socket.send(try factory.makeMessage(size: 8), timeout: 1000)
+} else {
+    _ = socket.receive(factory.makeMessage(), timeout: 2000)
+}
 print("\(arguments[1]) done \(rounds)")
 if arguments[4] == "exit" { exit(0) }

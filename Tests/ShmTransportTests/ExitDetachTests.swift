@@ -1,4 +1,5 @@
 import Foundation
+import ShmCleanup
 import ShmTestSupport
 import ShmTransport
 import Testing

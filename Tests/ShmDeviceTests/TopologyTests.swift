@@ -1,0 +1,126 @@
+import Foundation
+import ShmCleanup
+import ShmTestSupport
+import Testing
+
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+/// Real device processes: a three-device topology from one JSON file, stops by signal, a
+/// SIGKILLed device's session cleaned by `shmmonitor -c`, and bad configuration refused by the
+/// executables themselves.
+@Suite("Device processes", .serialized)
+struct TopologyTests {
+    static let messages = 20_000
+
+    /// sampler -> processor -> sink: `data1` between sampler and processor, `data2` between
+    /// processor and sink, each link's transport written in the file.
+    static func topology(ipc: String, link2: String) -> String {
+        """
+        {
+          "fairMQOptions": {
+            "devices": [
+              { "id": "sampler1", "channels": [
+                  { "name": "data1", "transport": "shmem", "sockets": [ { "type": "push", "method": "bind", "address": "ipc://\(ipc)/data1" } ] } ] },
+              { "id": "processor1", "channels": [
+                  { "name": "data1", "transport": "shmem", "type": "pull", "method": "connect", "address": "ipc://\(ipc)/data1" },
+                  { "name": "data2", "transport": "\(link2)", "numSockets": 1, "type": "push", "method": "bind", "address": "ipc://\(ipc)/data2" } ] },
+              { "id": "sink1", "channels": [
+                  { "name": "data2", "transport": "\(link2)", "type": "pull", "method": "connect", "address": "ipc://\(ipc)/data2" } ] }
+            ]
+          }
+        }
+        """
+    }
+
+    @Test(arguments: ["shmem", "zeromq"])
+    func threeDevicesFromOneFile(link2: String) throws {
+        let shm = try ShmFixtureDirectory("dev-topo")
+        defer { _ = shm.remove() }
+        let session = ShmFixtureDirectory.uniqueSession("topo-\(link2)")
+        let file = try TemporaryFile(Self.topology(ipc: NSTemporaryDirectory() + "st-\(getpid())-\(link2)", link2: link2))
+        defer { for name in ["data1", "data2"] { unlink(NSTemporaryDirectory() + "st-\(getpid())-\(link2)/\(name)") } }
+        try FileManager.default.createDirectory(atPath: NSTemporaryDirectory() + "st-\(getpid())-\(link2)", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + "st-\(getpid())-\(link2)") }
+        let common = ["--mq-config", file.path, "--session", session.rawValue, "--control", "static", "--shm-segment-size", "\(64 << 20)"]
+        let sizes = "--msg-size"
+        let sink = try DeviceProcess(
+            "shm-sink", common + ["--id", "sink1", "--in-channel", "data2", "--max-iterations", "\(Self.messages)", "--content", "sequence"],
+            shmDirectory: shm.path)
+        let processor = try DeviceProcess(
+            "shm-processor", common + ["--id", "processor1", "--in-channel", "data1", "--out-channel", "data2", "--max-iterations", "\(Self.messages)"],
+            shmDirectory: shm.path)
+        let sampler = try DeviceProcess(
+            "shm-bsampler",
+            common + ["--id", "sampler1", "--out-channel", "data1", sizes, "4096", "--max-iterations", "\(Self.messages)", "--content", "sequence",
+                      "--shm-throw-bad-alloc", "false"],
+            shmDirectory: shm.path)
+        #expect(sink.wait(seconds: 60) == 0, "sink: \(sink.output)")
+        #expect(processor.wait(seconds: 10) == 0, "processor: \(processor.output)")
+        #expect(sampler.wait(seconds: 10) == 0, "sampler: \(sampler.output)")
+        #expect(sink.output.contains("Received \(Self.messages) messages"), "sink: \(sink.output)")
+        #expect(processor.output.contains("Forwarded \(Self.messages) messages from data1[0] to data2[0]"), "processor: \(processor.output)")
+        #expect(sampler.output.contains("Done \(Self.messages) iterations"), "sampler: \(sampler.output)")
+        #expect(shm.entries() == [], "left in the shm directory")
+    }
+
+    @Test func sigtermDetachesAndTheLastOneOutRemovesTheSession() throws {
+        let shm = try ShmFixtureDirectory("dev-term")
+        defer { _ = shm.remove() }
+        let session = ShmFixtureDirectory.uniqueSession("term")
+        let ipc = try TemporaryFile("", name: "unused")
+        let address = "ipc://\(ipc.directory)/data"
+        let common = ["--session", session.rawValue, "--transport", "shmem", "--shm-segment-size", "\(32 << 20)"]
+        let sink = try DeviceProcess("shm-sink", common + ["--channel-config", "name=data,type=pull,method=connect,address=\(address)"], shmDirectory: shm.path)
+        let sampler = try DeviceProcess(
+            "shm-bsampler", common + ["--channel-config", "name=data,type=push,method=bind,address=\(address)", "--msg-size", "1024", "--msg-rate", "2000"],
+            shmDirectory: shm.path)
+        let id = ShmID(session: session)
+        #expect(waitUntil(seconds: 10) { shm.entries().contains("fmq_\(id)_mng") && sink.output.contains("Starting sink") })
+        usleep(300_000)
+        sink.signal(SIGTERM)
+        #expect(sink.wait(seconds: 5) == 0, "sink after SIGTERM: \(sink.output)")
+        #expect(shm.entries().contains("fmq_\(id)_mng"), "the sampler still uses the session")
+        sampler.signal(SIGINT)
+        #expect(sampler.wait(seconds: 5) == 0, "sampler after SIGINT: \(sampler.output)")
+        #expect(shm.entries() == [], "the last one out removes the session")
+    }
+
+    @Test func sigkilledDevicesLeaveASessionThatShmmonitorRemoves() throws {
+        let shm = try ShmFixtureDirectory("dev-kill")
+        defer { _ = shm.remove() }
+        let session = ShmFixtureDirectory.uniqueSession("kill")
+        let ipc = try TemporaryFile("", name: "unused")
+        let address = "ipc://\(ipc.directory)/data"
+        let common = ["--session", session.rawValue, "--transport", "shmem", "--shm-segment-size", "\(32 << 20)"]
+        let sink = try DeviceProcess("shm-sink", common + ["--channel-config", "name=data,type=pull,method=connect,address=\(address)"], shmDirectory: shm.path)
+        let sampler = try DeviceProcess(
+            "shm-bsampler", common + ["--channel-config", "name=data,type=push,method=bind,address=\(address)", "--msg-size", "1024"],
+            shmDirectory: shm.path)
+        let id = ShmID(session: session)
+        #expect(waitUntil(seconds: 10) { shm.entries().contains("fmq_\(id)_mng") })
+        usleep(300_000)
+        sampler.signal(SIGKILL)
+        sink.signal(SIGKILL)
+        #expect(sampler.wait(seconds: 5) == 128 + SIGKILL)
+        #expect(sink.wait(seconds: 5) == 128 + SIGKILL)
+        #expect(shm.entries().contains("fmq_\(id)_mng"), "a SIGKILLed device cannot clean up")
+        let clean = try runTool("shmmonitor", ["-c", "-s", session.rawValue, "--shm-dir", shm.path])
+        #expect(clean.status == 0, "shmmonitor -c: \(clean.stdout) \(clean.stderr)")
+        #expect(shm.entries() == [])
+    }
+
+    @Test func badConfigurationExitsWithStatus2AndOneLine() throws {
+        let shm = try ShmFixtureDirectory("dev-bad")
+        defer { _ = shm.remove() }
+        let sampler = try DeviceProcess(
+            "shm-bsampler", ["--id", "s1", "--channel-config", "name=data,type=pusher,method=bind,address=ipc:///tmp/x"], shmDirectory: shm.path)
+        #expect(sampler.wait(seconds: 10) == 2)
+        #expect(sampler.output.contains("device 's1', channel 'data', type: unknown type 'pusher'"), "\(sampler.output)")
+        let sink = try DeviceProcess("shm-sink", ["--id", "k1", "--in-channel", "nope", "--channel-config", "name=data,type=pull,method=connect,address=ipc:///tmp/x"], shmDirectory: shm.path)
+        #expect(sink.wait(seconds: 10) == 1)
+        #expect(sink.output.contains("device 'k1', channel 'nope', name: the device has no such channel (it has data)"), "\(sink.output)")
+        #expect(shm.entries() == [])
+    }
+}
