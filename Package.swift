@@ -27,6 +27,7 @@ let package = Package(
         .executable(name: "shm-bsampler", targets: ["shm-bsampler"]),
         .executable(name: "shm-sink", targets: ["shm-sink"]),
         .executable(name: "shm-processor", targets: ["shm-processor"]),
+        .executable(name: "shmbench", targets: ["shmbench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -170,16 +171,16 @@ let package = Package(
             swiftSettings: strictSettings
         ),
 
-        // Benchmarks (numbers in docs/, never in timed tests).
+        // Benchmarks (numbers in docs/, never in timed tests). shmbench is the main job.
         .executableTarget(
-            name: "transport-bench",
+            name: "shmbench",
             dependencies: [
-                "ShmTransport", "ShmCore", "ShmCleanup", "CMallocCounter", "CZeroMQ",
+                "ShmDevice", "ShmTransport", "ShmCore", "ShmCleanup", "CMallocCounter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
-            path: "Benchmarks/transport-bench",
+            path: "Benchmarks/shmbench",
             swiftSettings: strictSettings
         ),
         .executableTarget(

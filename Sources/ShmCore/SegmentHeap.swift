@@ -474,6 +474,23 @@ struct SegmentHeap: @unchecked Sendable {
         return census
     }
 
+    /// Used blocks with a reference count above 0 whose owner mark is `mark` (a process's
+    /// allocation mark): what that process allocated and someone still holds.
+    func liveBlocks(mark: UInt16) -> Int {
+        var count = 0
+        for arena in 0..<arenaCount {
+            forEachChunk(arena: arena) { c, _, used in
+                guard used else { return }
+                let h = c + 32 - B.headerSize
+                guard u32(h + B.magic) == B.magicValue, base.load(fromByteOffset: h + B.cacheOwner, as: UInt16.self) == mark,
+                    atomic32(h + B.refCount).load(ordering: .relaxed) > 0
+                else { return }
+                count += 1
+            }
+        }
+        return count
+    }
+
     /// Zeroes the free memory of every arena (FairMQ's `--shm-zero-segment`).
     func zeroFreeMemory() {
         for arena in 0..<arenaCount {

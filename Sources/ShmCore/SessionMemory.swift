@@ -685,6 +685,14 @@ public final class SessionMemory: @unchecked Sendable {
         return heap.verify()
     }
 
+    /// Blocks this process allocated in its segment that are still held — by this process or by
+    /// the receivers of messages it sent. Walks the segment under each arena's lock in turn, so
+    /// it is for shutdown (waiting for receivers to drain), not for the hot path.
+    public func liveBlocksAllocatedHere() -> Int {
+        guard let b = base(ownSegmentID) else { return 0 }
+        return SegmentHeap(base: b).liveBlocks(mark: allocatedMark)
+    }
+
     /// Used blocks of a segment by state (live, cached, released, other) with their bytes; for
     /// leak diagnostics in tests. Only blocks at alignment 16 are classified; others count as "other".
     @_spi(Testing) public func usedBlockCensus(segmentID: UInt16) -> [String: (blocks: Int, bytes: Int)] {

@@ -142,11 +142,36 @@ public final class Device: @unchecked Sendable {
     }
 
     /// Closes every socket and drops the factories: the device detaches from its session once no
-    /// message of it is left (the last process of the session removes its memory).
+    /// message of it is left (the last process of the session removes its memory). A factory
+    /// ends — delivering what its sockets still queue, within their linger — when the last
+    /// ``Channel``, socket and message of it is gone, so keep none past `close()`.
+    ///
+    /// Before the sockets close, a device that sent messages gives its receivers up to the
+    /// longest linger of its sending sub-channels to take them: libzmq drops what is still queued
+    /// at a receiver whose queue is full when the sender's connection closes, linger or not. A
+    /// `shmem` device that only sends what it made knows when every receiver is done (its blocks
+    /// are all released) and closes then; one that forwards or sends over `zeromq` waits the linger.
     public func close() {
-        for channel in channelsByName.values.flatMap({ $0 }) { channel.socket.close() }
+        let all = channelsByName.values.flatMap { $0 }
+        lingerForReceivers(all)
+        for channel in all { channel.socket.close() }
         channelsByName = [:]
         factories = [:]
+    }
+
+    private func lingerForReceivers(_ all: [Channel]) {
+        let sending: Set<SocketType> = [.push, .pair, .pub, .req, .rep]
+        let senders = all.filter { sending.contains($0.configuration.type) && $0.socket.messagesSent > 0 }
+        guard let linger = senders.map({ $0.configuration.linger < 0 ? 30_000 : $0.configuration.linger }).max(), linger > 0 else { return }
+        let start = MonotonicClock.nanoseconds()
+        let forwards = all.contains { $0.socket.messagesReceived > 0 }
+        let overZeroMQ = senders.contains { $0.transport == .zeromq }
+        if let shm = factories[.shmem], senders.contains(where: { $0.transport == .shmem }) {
+            let drained = shm.waitForReceivers(timeoutMilliseconds: linger)
+            if drained && !forwards && !overZeroMQ { return }
+        }
+        let waited = Int((MonotonicClock.nanoseconds() - start) / 1_000_000)
+        if waited < linger { usleep(UInt32(linger - waited) * 1000) }
     }
 
     /// Runs `body` once per iteration until it returns `false`, ``stop()`` is called, or it

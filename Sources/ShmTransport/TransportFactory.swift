@@ -146,6 +146,23 @@ public final class TransportFactory: @unchecked Sendable {
         shmResume()
     }
 
+    /// Waits until every shared-memory message this process made has been released — by its
+    /// receivers, or here — or `timeoutMilliseconds` pass; returns whether they all were. Call
+    /// it before closing a sending socket: libzmq drops the messages still queued at a receiver
+    /// whose queue is full when the sender's connection closes, linger or not, and this wait
+    /// lets the receivers take them first. Over `zeromq` it returns `true` at once (ZeroMQ keeps
+    /// no account of what a peer has read).
+    @discardableResult
+    public func waitForReceivers(timeoutMilliseconds: Int) -> Bool {
+        guard let shm else { return true }
+        let deadline = MonotonicClock.nanoseconds() + UInt64(max(0, timeoutMilliseconds)) * 1_000_000
+        while shm.memory.liveBlocksAllocatedHere() > 0 {
+            guard MonotonicClock.nanoseconds() < deadline else { return false }
+            usleep(1000)
+        }
+        return true
+    }
+
     /// Whether ``interrupt()`` is in effect.
     public var isInterrupted: Bool { interrupter.isInterrupted }
 }

@@ -13,6 +13,8 @@ struct BSamplerCommand: AsyncParsableCommand {
     @OptionGroup(title: "Device") var device: DeviceOptions
     @OptionGroup(title: "BSampler") var sampler: SamplerOptions
 
+    static func main() async { await CommandMain.run(Self.self) }
+
     func run() async throws {
         let logger = DeviceLogging.bootstrap(severity: device.severity, label: "shm-bsampler")
         let options = self.sampler

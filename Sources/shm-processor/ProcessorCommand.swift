@@ -13,6 +13,8 @@ struct ProcessorCommand: AsyncParsableCommand {
     @OptionGroup(title: "Device") var device: DeviceOptions
     @OptionGroup(title: "Processor") var processor: ProcessorOptions
 
+    static func main() async { await CommandMain.run(Self.self) }
+
     func run() async throws {
         let logger = DeviceLogging.bootstrap(severity: device.severity, label: "shm-processor")
         let options = self.processor

@@ -13,6 +13,8 @@ struct SinkCommand: AsyncParsableCommand {
     @OptionGroup(title: "Device") var device: DeviceOptions
     @OptionGroup(title: "Sink") var sink: SinkOptions
 
+    static func main() async { await CommandMain.run(Self.self) }
+
     func run() async throws {
         let logger = DeviceLogging.bootstrap(severity: device.severity, label: "shm-sink")
         let options = self.sink
