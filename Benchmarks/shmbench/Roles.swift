@@ -51,7 +51,8 @@ struct LatencySummary: Codable {
 enum WaitMode: String, CaseIterable, Codable {
     /// A blocking receive: the thread sleeps until libzmq wakes it.
     case sleep
-    /// Non-blocking receives in a loop for up to `--spin-microseconds`, then a blocking one.
+    /// Non-blocking receives in a loop (yielding the core between tries) for up to
+    /// `--spin-microseconds`, then a blocking one.
     case spin
 }
 
@@ -117,7 +118,9 @@ struct ChildSettings {
         let device = try makeDevice(logger: logger)
         // The channel lives only inside `run(_:)`: once it and the device are gone, the factory
         // ends its ZeroMQ context, which delivers what is still queued (within the linger).
-        defer { device.close() }
+        // Each role ends on a handshake (the sampler waits for the parent, which has the sink's
+        // report; ping and pong acknowledge the last message), so no wait for receivers.
+        defer { device.close(waitingForReceivers: false) }
         return try run(device)
     }
 
@@ -213,8 +216,10 @@ struct ChildSettings {
             let deadline = MonotonicClock.nanoseconds() + UInt64(spinMicroseconds) * 1000
             repeat {
                 let result = channel.receive(message, timeout: 0)
-                if case .timeout = result { continue }
-                return result
+                guard case .timeout = result else { return result }
+                // Yield between tries: libzmq's I/O threads carry the message to this socket,
+                // and on a machine with few cores a spinning thread would keep them off a core.
+                sched_yield()
             } while MonotonicClock.nanoseconds() < deadline
         }
         return channel.receive(message, timeout: 30_000)
@@ -254,8 +259,11 @@ struct ChildSettings {
         let allocations = Allocations.now() - allocationsBefore
         let cpu = cpuSeconds() - cpuBefore
         let elapsed = clockSeconds() - start
+        // The end: a 1-byte message, acknowledged by a 1-byte reply.
         let last = try channel.makeMessage(size: 1)
-        _ = channel.send(last, timeout: 30_000)
+        guard case .transferred = channel.send(last, timeout: 30_000), case .transferred(1) = channel.receive(reply, timeout: 30_000) else {
+            throw BenchError("ping: the end of the run was not acknowledged")
+        }
         roundTrips.sort()
         guard !roundTrips.isEmpty else { throw BenchError("ping: no timed round trip") }
         return ChildReport(
@@ -270,7 +278,10 @@ struct ChildSettings {
         while true {
             let result = receive(channel, message)
             guard case .transferred(let n) = result else { throw BenchError("pong: receive: \(result)") }
-            if n == 1 { break }
+            if n == 1 {
+                guard case .transferred = channel.send(message, timeout: 30_000) else { throw BenchError("pong: acknowledging the end failed") }
+                break
+            }
             guard case .transferred = channel.send(message, timeout: 30_000) else { throw BenchError("pong: send failed") }
             rounds += 1
         }

@@ -151,9 +151,12 @@ public final class Device: @unchecked Sendable {
     /// at a receiver whose queue is full when the sender's connection closes, linger or not. A
     /// `shmem` device that only sends what it made knows when every receiver is done (its blocks
     /// are all released) and closes then; one that forwards or sends over `zeromq` waits the linger.
-    public func close() {
+    ///
+    /// `waitingForReceivers: false` skips that wait, for a device that knows by its own protocol
+    /// that its receivers have everything (an acknowledged last message, say).
+    public func close(waitingForReceivers: Bool = true) {
         let all = channelsByName.values.flatMap { $0 }
-        lingerForReceivers(all)
+        if waitingForReceivers { lingerForReceivers(all) }
         for channel in all { channel.socket.close() }
         channelsByName = [:]
         factories = [:]

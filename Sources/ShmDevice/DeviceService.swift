@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -73,5 +74,15 @@ public enum DeviceMain {
             logger.error("\(error)")
             return .failed
         }
+    }
+
+    /// The whole `run()` of a device command: bootstraps logging at `--severity`, runs the
+    /// device, and throws the exit status when it is not ``ExitStatus/done``.
+    public static func command(
+        _ options: DeviceOptions, label: String, body: @escaping @Sendable (Device) throws -> Void
+    ) async throws {
+        let logger = DeviceLogging.bootstrap(severity: options.severity, label: label)
+        let status = await run(options: options, logger: logger, body: body)
+        if status != .done { throw ExitCode(status.rawValue) }
     }
 }

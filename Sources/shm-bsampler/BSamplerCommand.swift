@@ -16,9 +16,7 @@ struct BSamplerCommand: AsyncParsableCommand {
     static func main() async { await CommandMain.run(Self.self) }
 
     func run() async throws {
-        let logger = DeviceLogging.bootstrap(severity: device.severity, label: "shm-bsampler")
-        let options = self.sampler
-        let status = await DeviceMain.run(options: device, logger: logger) { device in _ = try BenchmarkSampler.run(device, options) }
-        if status != .done { throw ExitCode(status.rawValue) }
+        let options = sampler
+        try await DeviceMain.command(device, label: "shm-bsampler") { device in _ = try BenchmarkSampler.run(device, options) }
     }
 }

@@ -16,9 +16,7 @@ struct ProcessorCommand: AsyncParsableCommand {
     static func main() async { await CommandMain.run(Self.self) }
 
     func run() async throws {
-        let logger = DeviceLogging.bootstrap(severity: device.severity, label: "shm-processor")
-        let options = self.processor
-        let status = await DeviceMain.run(options: device, logger: logger) { device in _ = try Processor.run(device, options) }
-        if status != .done { throw ExitCode(status.rawValue) }
+        let options = processor
+        try await DeviceMain.command(device, label: "shm-processor") { device in _ = try Processor.run(device, options) }
     }
 }

@@ -16,9 +16,7 @@ struct SinkCommand: AsyncParsableCommand {
     static func main() async { await CommandMain.run(Self.self) }
 
     func run() async throws {
-        let logger = DeviceLogging.bootstrap(severity: device.severity, label: "shm-sink")
-        let options = self.sink
-        let status = await DeviceMain.run(options: device, logger: logger) { device in _ = try BenchmarkSink.run(device, options) }
-        if status != .done { throw ExitCode(status.rawValue) }
+        let options = sink
+        try await DeviceMain.command(device, label: "shm-sink") { device in _ = try BenchmarkSink.run(device, options) }
     }
 }

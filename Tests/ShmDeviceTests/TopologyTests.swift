@@ -65,48 +65,51 @@ struct TopologyTests {
         #expect(shm.entries() == [], "left in the shm directory")
     }
 
+    /// A sampler and a sink over shmem in a fresh session of `shm`, running once the session exists.
+    struct RunningPair {
+        let sink: DeviceProcess
+        let sampler: DeviceProcess
+        let id: ShmID
+        let ipc: TemporaryFile
+
+        init(_ label: String, shm: ShmFixtureDirectory, samplerArguments: [String]) throws {
+            let session = ShmFixtureDirectory.uniqueSession(label)
+            ipc = try TemporaryFile("", name: "unused")
+            let address = "ipc://\(ipc.directory)/data"
+            let common = ["--session", session.rawValue, "--transport", "shmem", "--shm-segment-size", "\(32 << 20)"]
+            sink = try DeviceProcess("shm-sink", common + ["--channel-config", "name=data,type=pull,method=connect,address=\(address)"], shmDirectory: shm.path)
+            sampler = try DeviceProcess(
+                "shm-bsampler", common + ["--channel-config", "name=data,type=push,method=bind,address=\(address)", "--msg-size", "1024"] + samplerArguments,
+                shmDirectory: shm.path)
+            id = ShmID(session: session)
+            let (sink, id) = (self.sink, self.id)
+            #expect(waitUntil(seconds: 10) { shm.entries().contains("fmq_\(id)_mng") && sink.output.contains("Starting sink") })
+            usleep(300_000)
+        }
+    }
+
     @Test func sigtermDetachesAndTheLastOneOutRemovesTheSession() throws {
         let shm = try ShmFixtureDirectory("dev-term")
         defer { _ = shm.remove() }
-        let session = ShmFixtureDirectory.uniqueSession("term")
-        let ipc = try TemporaryFile("", name: "unused")
-        let address = "ipc://\(ipc.directory)/data"
-        let common = ["--session", session.rawValue, "--transport", "shmem", "--shm-segment-size", "\(32 << 20)"]
-        let sink = try DeviceProcess("shm-sink", common + ["--channel-config", "name=data,type=pull,method=connect,address=\(address)"], shmDirectory: shm.path)
-        let sampler = try DeviceProcess(
-            "shm-bsampler", common + ["--channel-config", "name=data,type=push,method=bind,address=\(address)", "--msg-size", "1024", "--msg-rate", "2000"],
-            shmDirectory: shm.path)
-        let id = ShmID(session: session)
-        #expect(waitUntil(seconds: 10) { shm.entries().contains("fmq_\(id)_mng") && sink.output.contains("Starting sink") })
-        usleep(300_000)
-        sink.signal(SIGTERM)
-        #expect(sink.wait(seconds: 5) == 0, "sink after SIGTERM: \(sink.output)")
-        #expect(shm.entries().contains("fmq_\(id)_mng"), "the sampler still uses the session")
-        sampler.signal(SIGINT)
-        #expect(sampler.wait(seconds: 5) == 0, "sampler after SIGINT: \(sampler.output)")
+        let pair = try RunningPair("term", shm: shm, samplerArguments: ["--msg-rate", "2000"])
+        pair.sink.signal(SIGTERM)
+        #expect(pair.sink.wait(seconds: 5) == 0, "sink after SIGTERM: \(pair.sink.output)")
+        #expect(shm.entries().contains("fmq_\(pair.id)_mng"), "the sampler still uses the session")
+        pair.sampler.signal(SIGINT)
+        #expect(pair.sampler.wait(seconds: 5) == 0, "sampler after SIGINT: \(pair.sampler.output)")
         #expect(shm.entries() == [], "the last one out removes the session")
     }
 
     @Test func sigkilledDevicesLeaveASessionThatShmmonitorRemoves() throws {
         let shm = try ShmFixtureDirectory("dev-kill")
         defer { _ = shm.remove() }
-        let session = ShmFixtureDirectory.uniqueSession("kill")
-        let ipc = try TemporaryFile("", name: "unused")
-        let address = "ipc://\(ipc.directory)/data"
-        let common = ["--session", session.rawValue, "--transport", "shmem", "--shm-segment-size", "\(32 << 20)"]
-        let sink = try DeviceProcess("shm-sink", common + ["--channel-config", "name=data,type=pull,method=connect,address=\(address)"], shmDirectory: shm.path)
-        let sampler = try DeviceProcess(
-            "shm-bsampler", common + ["--channel-config", "name=data,type=push,method=bind,address=\(address)", "--msg-size", "1024"],
-            shmDirectory: shm.path)
-        let id = ShmID(session: session)
-        #expect(waitUntil(seconds: 10) { shm.entries().contains("fmq_\(id)_mng") })
-        usleep(300_000)
-        sampler.signal(SIGKILL)
-        sink.signal(SIGKILL)
-        #expect(sampler.wait(seconds: 5) == 128 + SIGKILL)
-        #expect(sink.wait(seconds: 5) == 128 + SIGKILL)
-        #expect(shm.entries().contains("fmq_\(id)_mng"), "a SIGKILLed device cannot clean up")
-        let clean = try runTool("shmmonitor", ["-c", "-s", session.rawValue, "--shm-dir", shm.path])
+        let pair = try RunningPair("kill", shm: shm, samplerArguments: [])
+        pair.sampler.signal(SIGKILL)
+        pair.sink.signal(SIGKILL)
+        #expect(pair.sampler.wait(seconds: 5) == 128 + SIGKILL)
+        #expect(pair.sink.wait(seconds: 5) == 128 + SIGKILL)
+        #expect(shm.entries().contains("fmq_\(pair.id)_mng"), "a SIGKILLed device cannot clean up")
+        let clean = try runTool("shmmonitor", ["-c", "--shmid", "\(pair.id)", "--shm-dir", shm.path])
         #expect(clean.status == 0, "shmmonitor -c: \(clean.stdout) \(clean.stderr)")
         #expect(shm.entries() == [])
     }
