@@ -114,6 +114,19 @@ struct TopologyTests {
         #expect(shm.entries() == [])
     }
 
+    @Test func shmMonitorTrueCleansAfterSIGKILL() throws {
+        let shm = try ShmFixtureDirectory("dev-mon")
+        defer { _ = shm.remove() }
+        let pair = try RunningPair("mon", shm: shm, samplerArguments: ["--shm-monitor", "true", "--msg-rate", "1000"])
+        #expect(waitUntil(seconds: 5) { shm.entries().contains("sem.fmq_\(pair.id)_ms") }, "the device started the monitor daemon: \(shm.entries())")
+        pair.sampler.signal(SIGKILL)
+        pair.sink.signal(SIGKILL)
+        _ = pair.sampler.wait(seconds: 5)
+        _ = pair.sink.wait(seconds: 5)
+        // The monitor cleans once no live process has used the session for 5 s, then exits (-x).
+        #expect(waitUntil(seconds: 20) { shm.entries().isEmpty }, "left after the monitor's timeout: \(shm.entries())")
+    }
+
     @Test func badConfigurationExitsWithStatus2AndOneLine() throws {
         let shm = try ShmFixtureDirectory("dev-bad")
         defer { _ = shm.remove() }
