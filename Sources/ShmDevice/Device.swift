@@ -192,28 +192,46 @@ public final class Device: @unchecked Sendable {
     }
 
     /// Starts `shmmonitor -m -x -d` for the device's session (FairMQ's `--shm-monitor true`):
-    /// a daemon that cleans the session once no live process uses it, and then exits.
+    /// a daemon that cleans the session once no live process uses it, and then exits. Found at
+    /// `$SHMTRANSPORT_SHMMONITOR`, next to this program, or on `PATH`. At most one runs per
+    /// session: none is started when one holds the session's monitor flag, and of daemons started
+    /// at the same moment by several devices all but one see the flag taken and exit. Waits up to
+    /// 5 s for a monitor to hold the flag.
     private func launchMonitor() throws(DeviceConfigurationError) {
-        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
-            .appendingPathComponent("shmmonitor")
-        let path = ([executable.path] + (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map { "\($0)/shmmonitor" })
-            .first { FileManager.default.isExecutableFile(atPath: $0) }
-        guard let path else {
+        let session = configuration.transportConfiguration.session
+        let directory = configuration.transportConfiguration.shmDirectory
+        let flag = MonitorFlag(ShmID(session: session), directory: directory)
+        func running() -> Bool {
+            switch flag.holder() {
+            case .live, .foreign: return true
+            case .stale, nil: return false
+            }
+        }
+        if running() {
+            logger.debug("a monitor already watches the session", metadata: ["shm.session": "\(session)"])
+            return
+        }
+        let environment = ProcessInfo.processInfo.environment
+        let besideUs = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+            .appendingPathComponent("shmmonitor").path
+        let candidates = (environment["SHMTRANSPORT_SHMMONITOR"].map { [$0] } ?? [])
+            + [besideUs] + (environment["PATH"] ?? "").split(separator: ":").map { "\($0)/shmmonitor" }
+        guard let path = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
             throw DeviceConfigurationError(
                 device: configuration.id, field: "--shm-monitor",
-                "shmmonitor is neither next to this program nor on PATH; install it, or give --shm-monitor false")
+                "shmmonitor is neither at $SHMTRANSPORT_SHMMONITOR, next to this program nor on PATH; install it, or give --shm-monitor false")
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
-        var environment = ProcessInfo.processInfo.environment
-        environment["SHMTRANSPORT_SHM_DIR"] = configuration.transportConfiguration.shmDirectory.string
-        process.environment = environment
-        process.arguments = ["--session", configuration.transportConfiguration.session.rawValue, "--monitor", "--self-destruct", "--daemonize"]
+        var childEnvironment = environment
+        childEnvironment["SHMTRANSPORT_SHM_DIR"] = directory.string
+        process.environment = childEnvironment
+        process.arguments = ["--session", session.rawValue, "--monitor", "--self-destruct", "--daemonize"]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         do {
             try process.run()
-            process.waitUntilExit()
+            process.waitUntilExit()  // -d returns once the daemon is spawned (in a session of its own)
         } catch {
             throw DeviceConfigurationError(device: configuration.id, field: "--shm-monitor", "cannot start \(path): \(error)")
         }
@@ -221,6 +239,15 @@ public final class Device: @unchecked Sendable {
             throw DeviceConfigurationError(
                 device: configuration.id, field: "--shm-monitor", "\(path) exited with \(process.terminationStatus); run it by hand to see why")
         }
-        logger.info("monitor daemon started", metadata: ["shm.session": "\(configuration.transportConfiguration.session)"])
+        let deadline = MonotonicClock.nanoseconds() + 5_000_000_000
+        while !running() {
+            guard MonotonicClock.nanoseconds() < deadline else {
+                throw DeviceConfigurationError(
+                    device: configuration.id, field: "--shm-monitor",
+                    "the monitor daemon did not take the session's monitor flag within 5 s; run '\(path) -m -s \(session)' by hand to see why")
+            }
+            usleep(10_000)
+        }
+        logger.info("monitor daemon watching the session", metadata: ["shm.session": "\(session)"])
     }
 }

@@ -72,16 +72,22 @@ struct TopologyTests {
         let id: ShmID
         let ipc: TemporaryFile
 
-        init(_ label: String, shm: ShmFixtureDirectory, samplerArguments: [String]) throws {
-            let session = ShmFixtureDirectory.uniqueSession(label)
+        init(_ label: String, shm: ShmFixtureDirectory, samplerArguments: [String], sinkArguments: [String] = [], session: SessionID? = nil, waitForStart: Bool = true
+        ) throws {
+            let session = session ?? ShmFixtureDirectory.uniqueSession(label)
             ipc = try TemporaryFile("", name: "unused")
             let address = "ipc://\(ipc.directory)/data"
             let common = ["--session", session.rawValue, "--transport", "shmem", "--shm-segment-size", "\(32 << 20)"]
-            sink = try DeviceProcess("shm-sink", common + ["--channel-config", "name=data,type=pull,method=connect,address=\(address)"], shmDirectory: shm.path)
+            sink = try DeviceProcess(
+                "shm-sink", common + ["--channel-config", "name=data,type=pull,method=connect,address=\(address)"] + sinkArguments, shmDirectory: shm.path)
             sampler = try DeviceProcess(
                 "shm-bsampler", common + ["--channel-config", "name=data,type=push,method=bind,address=\(address)", "--msg-size", "1024"] + samplerArguments,
                 shmDirectory: shm.path)
             id = ShmID(session: session)
+            if waitForStart { waitUntilRunning(shm) }
+        }
+
+        func waitUntilRunning(_ shm: ShmFixtureDirectory) {
             let (sink, id) = (self.sink, self.id)
             #expect(waitUntil(seconds: 10) { shm.entries().contains("fmq_\(id)_mng") && sink.output.contains("Starting sink") })
             usleep(300_000)
@@ -114,17 +120,46 @@ struct TopologyTests {
         #expect(shm.entries() == [])
     }
 
-    @Test func shmMonitorTrueCleansAfterSIGKILL() throws {
+    /// Four devices started at once with `--shm-monitor true` give exactly one monitor daemon;
+    /// SIGKILL of all four leads to cleanup within the monitor's timeout + 1 s, and the daemon exits.
+    @Test func fourDevicesWithShmMonitorGiveOneDaemon() throws {
         let shm = try ShmFixtureDirectory("dev-mon")
         defer { _ = shm.remove() }
-        let pair = try RunningPair("mon", shm: shm, samplerArguments: ["--shm-monitor", "true", "--msg-rate", "1000"])
-        #expect(waitUntil(seconds: 5) { shm.entries().contains("sem.fmq_\(pair.id)_ms") }, "the device started the monitor daemon: \(shm.entries())")
-        pair.sampler.signal(SIGKILL)
-        pair.sink.signal(SIGKILL)
-        _ = pair.sampler.wait(seconds: 5)
-        _ = pair.sink.wait(seconds: 5)
-        // The monitor cleans once no live process has used the session for 5 s, then exits (-x).
+        let session = ShmFixtureDirectory.uniqueSession("mon")
+        let monitor = ["--shm-monitor", "true", "--msg-rate", "1000"]
+        let pairs = try (0..<2).map { _ in
+            try RunningPair("mon", shm: shm, samplerArguments: monitor, sinkArguments: ["--shm-monitor", "true"], session: session, waitForStart: false)
+        }
+        // The sinks take the option too: four devices race to start the daemon.
+        for pair in pairs { pair.waitUntilRunning(shm) }
+        let id = pairs[0].id
+        #expect(waitUntil(seconds: 5) { shm.entries().contains("sem.fmq_\(id)_ms") }, "a device started the monitor daemon: \(shm.entries())")
+        usleep(500_000)  // daemons that lost the race have exited by now
+        #expect(Self.monitors(of: session).count == 1, "monitor daemons: \(Self.monitors(of: session))")
+        for pair in pairs {
+            pair.sampler.signal(SIGKILL)
+            pair.sink.signal(SIGKILL)
+        }
+        for pair in pairs {
+            _ = pair.sampler.wait(seconds: 5)
+            _ = pair.sink.wait(seconds: 5)
+        }
+        let killed = Date()
         #expect(waitUntil(seconds: 20) { shm.entries().isEmpty }, "left after the monitor's timeout: \(shm.entries())")
+        let took = Date().timeIntervalSince(killed)
+        print("monitor daemon cleaned the session \(String(format: "%.2f", took)) s after the SIGKILLs (timeout 5 s)")
+        #expect(took <= 6.0, "cleanup took \(took) s, more than the timeout + 1 s")
+        #expect(waitUntil(seconds: 3) { Self.monitors(of: session).isEmpty }, "the daemon exits after its cleanup (-x)")
+    }
+
+    /// Pids of running shmmonitor processes watching `session`.
+    static func monitors(of session: SessionID) -> [Int32] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { entry in
+            guard let pid = Int32(entry), let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { return nil }
+            let arguments = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            guard arguments.first?.hasSuffix("shmmonitor") == true, arguments.contains(session.rawValue) else { return nil }
+            return pid
+        }
     }
 
     @Test func badConfigurationExitsWithStatus2AndOneLine() throws {
