@@ -24,10 +24,11 @@ struct MonitorOptions: ParsableArguments {
     @Flag(name: [.customShort("d"), .long], help: "With -m: detach from the terminal and run in the background (logs to shmmonitor_<time>.log with --verbose).")
     var daemonize = false
 
-    @Flag(name: [.customShort("e"), .customLong("clean-on-exit")], help: "With -m: clean the session when the monitor is stopped (SIGTERM/SIGINT).")
+    @Flag(
+        name: [.customShort("e"), .customLong("clean-on-exit"), .customLong("cleanup-on-exit")],
+        help: "Clean the session when the monitor ends: with -m when it is stopped (SIGTERM/SIGINT), else after the view. --cleanup-on-exit is the spelling of FairMQ's README.")
     var cleanOnExit = false
 
-    var anyMonitorOnly: Bool { selfDestruct || daemonize || cleanOnExit }
 }
 
 /// `--monitor/-m`: one long-running watcher of one session.
@@ -124,17 +125,22 @@ struct MonitorService: Service {
         defer { flag.release() }
         let scanner = SessionScanner(directory: directory, logger: logger)
         let cleaner = SessionCleaner(directory: directory, logger: logger)
+        let inspector = ProcessInspector()
         var watch = SessionWatch(
             timeoutMilliseconds: options.timeout, selfDestruct: options.selfDestruct, now: Self.nowMilliseconds())
         logger.info("watching", metadata: ["shm.id": "\(id)", "shm.timeout_ms": "\(options.timeout)"])
 
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            // Live users are looked for (every process's /proc/<pid>/maps) only when there is a
-            // session to use: an absent one is seen from the directory alone.
-            let present = try scanner.scan(only: [id], liveness: false).sessions.first?.objects.contains {
-                $0.name.kind != .monitorFlag
+            // An absent session is seen from the directory alone. A present one is in use when a
+            // process registered in it is alive (pid and start time, from its management
+            // segment); only when none is are every process's /proc/<pid>/maps read, for users
+            // that map it without being registered (C++ FairMQ devices, a damaged table).
+            let quick = try scanner.scan(only: [id], liveness: false).sessions.first
+            let present = quick?.objects.contains { $0.name.kind != .monitorFlag } ?? false
+            let registeredAlive = quick?.record?.processes.contains {
+                $0.pid != getpid() && inspector.isAlive(pid: $0.pid, startTime: $0.startTime)
             } ?? false
-            let inUse = present ? try scanner.scan(only: [id]).sessions.first?.isInUse ?? false : false
+            let inUse = present ? try registeredAlive || scanner.scan(only: [id]).sessions.first?.isInUse ?? false : false
             switch watch.observe(present: present, inUse: inUse, now: Self.nowMilliseconds()) {
             case .keepWatching:
                 break

@@ -74,8 +74,10 @@ struct ShmMonitorCommand: AsyncParsableCommand {
             throw ValidationError(
                 "'--get-shmid', '--cleanup', '--list-all' and '--monitor' are separate modes; give one of them")
         }
-        if !monitorOptions.monitor && monitorOptions.anyMonitorOnly {
-            throw ValidationError("'--self-destruct', '--daemonize' and '--clean-on-exit' only apply with '--monitor'")
+        // As in FairMQ, -x, -d and -e without -m are accepted: the monitor is then view-only
+        // (-x and -d change nothing), and -e cleans the session after the view is printed.
+        if monitorOptions.cleanOnExit && !monitorOptions.monitor && (cleanup || listAll || getShmID) {
+            throw ValidationError("'--clean-on-exit' applies to a view or a monitor; leave it out with '--cleanup', '--list-all' and '--get-shmid'")
         }
         if monitorOptions.monitor && (selection.session.count + selection.shmid.count > 1 || view) {
             throw ValidationError("'--monitor' watches one session: give one '-s' or '--shmid', without '--view'")
@@ -121,6 +123,11 @@ struct ShmMonitorCommand: AsyncParsableCommand {
             try ListAllMode(directory: try listDirectory(), logger: logger).run(output: output)
         } else {
             try ViewMode(selection: selection, directory: directory(), logger: logger).run(output: output)
+            if monitorOptions.cleanOnExit {
+                // FairMQ's view-only monitor with -e runs its cleanup when it ends.
+                try CleanupMode(selection: selection, options: cleanupOptions, directory: directory(), logger: logger)
+                    .run(output: output)
+            }
         }
     }
 

@@ -87,8 +87,32 @@ import Testing
         #expect(waitUntil(seconds: 5) { dir.entries().isEmpty }, "\(dir.entries())")
     }
 
+    /// As in FairMQ: -x and -d without -m leave a view-only monitor that prints once; -e (also
+    /// spelled --cleanup-on-exit) cleans the session after the view.
+    @Test func selfDestructDaemonizeAndCleanOnExitWithoutMonitor() throws {
+        let dir = try ShmFixtureDirectory("mon-nom")
+        defer { dir.remove() }
+        let session = ShmFixtureDirectory.uniqueSession("mon-nom")
+        let holder = try KeepAliveChild(session: session, directory: dir.path)
+        holder.kill()  // a dead session: its objects stay
+        let before = dir.entries()
+        #expect(!before.isEmpty)
+        let view = try runTool("shmmonitor", ["-x", "-d", "-s", session.rawValue, "--shm-dir", dir.path])
+        #expect(view.status == 0, "\(view.stderr)")
+        #expect(view.stdout.contains("\(holder.shmID)"), "the view names the session: \(view.stdout)")
+        #expect(dir.entries() == before, "a view removes nothing")
+        for spelling in ["-e", "--cleanup-on-exit"] {
+            let again = try KeepAliveChild(session: session, directory: dir.path)
+            again.kill()
+            let clean = try runTool("shmmonitor", [spelling, "-s", session.rawValue, "--shm-dir", dir.path])
+            #expect(clean.status == 0, "\(spelling): \(clean.stderr)")
+            #expect(clean.stdout.contains("\(again.shmID)"), "\(spelling) prints the view first: \(clean.stdout)")
+            #expect(dir.entries().isEmpty, "\(spelling) cleans after the view: \(dir.entries())")
+        }
+    }
+
     @Test(arguments: [
-        (["-x", "-s", "a"], "only apply with '--monitor'"),
+        (["-e", "-c", "-s", "a"], "applies to a view or a monitor"),
         (["-m", "-s", "a", "-s", "b"], "watches one session"),
         (["-m", "-c", "-s", "a"], "separate modes"),
         (["-m", "-t", "0", "-s", "a"], "--timeout 0"),
