@@ -23,16 +23,10 @@ struct CleanupMode {
         var sessionOf: [ShmID: SessionID] = [:]
         if options.isSweep {
             let uid = UInt32(selection.userID >= 0 ? uid_t(selection.userID) : geteuid())
-            let jobs = Set(options.job)
-            let prefix = options.sessionPrefix
-            report = try cleaner.sweep(options: engineOptions) { session in
-                if !jobs.isEmpty { return !jobs.isDisjoint(with: session.slurmJobIDs) && Self.owned(session, by: uid) }
-                if let prefix {
-                    guard let name = session.sessionName else { return false }
-                    return name.hasPrefix(prefix) && Self.owned(session, by: uid)
-                }
-                return Self.owned(session, by: uid)
-            }
+            let rule: SweepSelection.Rule =
+                !options.job.isEmpty ? .slurmJobs(Set(options.job))
+                : options.sessionPrefix.map { .sessionPrefix($0) } ?? .allSessions
+            report = try cleaner.sweep(SweepSelection(rule, userID: uid), options: engineOptions)
         } else {
             let targets = try selection.resolve()
             for t in targets { if let s = t.session { sessionOf[t.id] = s } }
@@ -46,11 +40,6 @@ struct CleanupMode {
             if options.isSweep && report.sessions.isEmpty { output.line("No matching sessions found.") }
         }
         throw ExitCode(exitStatus(report))
-    }
-
-    private static func owned(_ session: ShmSession, by uid: UInt32) -> Bool {
-        if let creator = session.record?.creatorUID, creator != uid { return false }
-        return !session.objects.isEmpty && session.objects.allSatisfy { $0.ownerUID == uid }
     }
 
     private func exitStatus(_ report: CleanupReport) -> Int32 {
