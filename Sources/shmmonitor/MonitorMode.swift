@@ -40,6 +40,8 @@ struct MonitorMode {
     let directory: FilePath
     let options: MonitorOptions
     let verbose: Bool
+    /// With `--metrics-file`: the file the monitor keeps current (rewritten every second).
+    var metricsFile: String? = nil
     let logger: Logger
 
     func run() async throws {
@@ -47,7 +49,7 @@ struct MonitorMode {
             try detach()
             return
         }
-        let service = MonitorService(id: id, directory: directory, options: options, logger: logger)
+        let service = MonitorService(id: id, directory: directory, options: options, logger: logger, metricsFile: metricsFile)
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup)],
@@ -104,6 +106,7 @@ struct MonitorService: Service {
     let directory: FilePath
     let options: MonitorOptions
     let logger: Logger
+    var metricsFile: String? = nil
 
     /// How often the session is looked at.
     private var checkInterval: Duration { .milliseconds(max(50, min(200, options.timeout / 4))) }
@@ -126,6 +129,7 @@ struct MonitorService: Service {
         let scanner = SessionScanner(directory: directory, logger: logger)
         let cleaner = SessionCleaner(directory: directory, logger: logger)
         let inspector = ProcessInspector()
+        var metricsDue: UInt64 = 0
         var watch = SessionWatch(
             timeoutMilliseconds: options.timeout, selfDestruct: options.selfDestruct, now: Self.nowMilliseconds())
         logger.info("watching", metadata: ["shm.id": "\(id)", "shm.timeout_ms": "\(options.timeout)"])
@@ -154,6 +158,14 @@ struct MonitorService: Service {
             case .exit(let reason):
                 logger.notice("\(reason), exiting", metadata: ["shm.id": "\(id)"])
                 return
+            }
+            if let metricsFile, Self.nowMilliseconds() >= metricsDue {
+                do {
+                    try MetricsMode.write(MetricsMode.exposition(of: try scanner.scan()), to: metricsFile)
+                } catch {
+                    logger.warning("cannot update the metrics file: \(error)", metadata: ["shm.id": "\(id)"])
+                }
+                metricsDue = Self.nowMilliseconds() + 1000
             }
             try? await Task.sleep(for: checkInterval)
         }

@@ -64,15 +64,26 @@ struct ShmMonitorCommand: AsyncParsableCommand {
 
     @OptionGroup var monitorOptions: MonitorOptions
 
+    /// Ours: the node's state for operators.
+    @Flag(help: "Print every session's state in the OpenMetrics text format (sessions, bytes per session and user, live processes, segment sizes and free bytes) and exit.")
+    var metrics = false
+
+    /// Ours: where `--metrics` (or `-m`, every second) writes.
+    @Option(help: "With --metrics: write to this file atomically instead of standard output (node_exporter's textfile collector); with -m: keep it current.")
+    var metricsFile: String?
+
     /// Ours: machine-readable output.
     @Flag(help: "Print listings and reports as JSON on standard output.")
     var json = false
 
     mutating func validate() throws {
-        let modes = [getShmID, cleanup, listAll, monitorOptions.monitor].filter { $0 }.count
+        let modes = [getShmID, cleanup, listAll, monitorOptions.monitor, metrics].filter { $0 }.count
         if modes > 1 {
             throw ValidationError(
-                "'--get-shmid', '--cleanup', '--list-all' and '--monitor' are separate modes; give one of them")
+                "'--get-shmid', '--cleanup', '--list-all', '--monitor' and '--metrics' are separate modes; give one of them")
+        }
+        if metricsFile != nil && !metrics && !monitorOptions.monitor {
+            throw ValidationError("'--metrics-file' applies with '--metrics' or '--monitor'")
         }
         // As in FairMQ, -x, -d and -e without -m are accepted: the monitor is then view-only
         // (-x and -d change nothing), and -e cleans the session after the view is printed.
@@ -117,8 +128,11 @@ struct ShmMonitorCommand: AsyncParsableCommand {
         } else if monitorOptions.monitor {
             let target = try selection.resolve()[0].id
             try await MonitorMode(
-                id: target, directory: try directory(), options: monitorOptions, verbose: verbose, logger: logger
+                id: target, directory: try directory(), options: monitorOptions, verbose: verbose, metricsFile: metricsFile,
+                logger: logger
             ).run()
+        } else if metrics {
+            try MetricsMode(directory: try listDirectory(), logger: logger).run(file: metricsFile)
         } else if listAll {
             try ListAllMode(directory: try listDirectory(), logger: logger).run(output: output)
         } else {

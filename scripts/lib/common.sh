@@ -27,6 +27,20 @@ common::ensure_packages() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# Installs from PyPI the Python modules that python3 cannot import, given as module=package
+# pairs (e.g. prometheus_client=prometheus-client).
+common::ensure_python_modules() {
+    local pair module package
+    for pair in "$@"; do
+        module=${pair%%=*}
+        package=${pair#*=}
+        python3 -c "import $module" 2>/dev/null && continue
+        common::log "installing the Python package $package"
+        python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "$package" >/dev/null ||
+            common::die "cannot install the Python package $package; install it (python3 -m pip install $package) and run again"
+    done
+}
+
 # The repository root.
 common::root() {
     cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd
