@@ -165,7 +165,7 @@ public struct SessionCleaner: Sendable {
             }
             switch result {
             case .success:
-                logger.info("removed", metadata: ["shm.object": "\(object.path)"])
+                logger.debug("removed", metadata: ["shm.object": "\(object.path)"])  // the report lists it
                 outcomes.append(
                     .init(name: object.fileName, path: object.path, size: object.size, action: .removed, reason: nil, errno: nil))
             case .failure(.noSuchFileOrDirectory):

@@ -53,8 +53,8 @@ struct ShmMonitorCommand: AsyncParsableCommand {
     var listAllPath: String?
 
     /// FairMQ `--severity`.
-    @Option(help: "Log severity: trace, debug, info, notice, warning, error, critical.")
-    var severity: String = "warning"
+    @Option(help: "Log severity: trace, debug, info (FairMQ's default), notice, warn(ing), error, fatal/critical, nolog.")
+    var severity: String = "info"
 
     /// FairMQ `--verbose`.
     @Flag(help: "Log every step (same as --severity debug).")
@@ -96,8 +96,8 @@ struct ShmMonitorCommand: AsyncParsableCommand {
         if monitorOptions.monitor && monitorOptions.timeout == 0 {
             throw ValidationError("'--timeout 0' would clean sessions at once; give milliseconds > 0")
         }
-        if Logger.Level(rawValue: severity) == nil {
-            throw ValidationError("unknown --severity '\(severity)'; use trace, debug, info, notice, warning, error or critical")
+        if Self.level(severity) == nil && severity != "nolog" {
+            throw ValidationError("unknown --severity '\(severity)'; use trace, debug, info, notice, warn, error, fatal or nolog")
         }
         if !cleanup && (cleanupOptions.isSweep || cleanupOptions.force || cleanupOptions.dryRun) {
             throw ValidationError("'--force', '--dry-run', '--all-sessions', '--job' and '--session-prefix' only apply with '--cleanup'")
@@ -111,8 +111,9 @@ struct ShmMonitorCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let level = verbose ? .debug : (Logger.Level(rawValue: severity) ?? .warning)
+        let level = verbose ? .debug : Self.level(severity)
         LoggingSystem.bootstrap { label in
+            guard let level else { return SwiftLogNoOpLogHandler() }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
@@ -142,6 +143,17 @@ struct ShmMonitorCommand: AsyncParsableCommand {
                 try CleanupMode(selection: selection, options: cleanupOptions, directory: directory(), logger: logger)
                     .run(output: output)
             }
+        }
+    }
+
+    /// A `--severity` as a log level: swift-log's names and FairMQ's (`warn`, `fatal`, `state`, ...).
+    static func level(_ severity: String) -> Logger.Level? {
+        switch severity.lowercased() {
+        case "warn", "alarm", "important": return .warning
+        case "fatal": return .critical
+        case "state", "detail": return .info
+        case "debug1", "debug2", "debug3", "debug4": return .debug
+        default: return Logger.Level(rawValue: severity.lowercased())
         }
     }
 

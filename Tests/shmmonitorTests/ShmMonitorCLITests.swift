@@ -127,6 +127,7 @@ import Testing
         (["--force"], "only apply with '--cleanup'"),
         (["-c", "--all-sessions", "-s", "x"], "leave out '-s'"),
         (["--no-such-flag"], "Unknown option"),
+        (["--severity", "loud"], "unknown --severity 'loud'"),
     ])
     func badInputIsAOneLineErrorWithExitTwo(arguments: [String], message: String) throws {
         let result = try runTool("shmmonitor", arguments)
