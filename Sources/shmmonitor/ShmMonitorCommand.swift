@@ -40,6 +40,14 @@ struct ShmMonitorCommand: AsyncParsableCommand {
     @Flag(name: [.customShort("v"), .long], help: "Print the segments of the given sessions and exit (the default).")
     var view = false
 
+    /// FairMQ `--interactive/-i`.
+    @Flag(name: [.customShort("i"), .long], help: "Show the session, redrawn every --interval ms; keys: q quit, x clean (not with -v), h help.")
+    var interactive = false
+
+    /// FairMQ `--interval`.
+    @Option(help: "With -i: milliseconds between redraws.")
+    var interval: Int = 1000
+
     /// FairMQ `--get-shmid`.
     @Flag(name: .customLong("get-shmid"), help: "Print the shm id of the session (-s) for the user (--user-id) and exit.")
     var getShmID = false
@@ -77,10 +85,16 @@ struct ShmMonitorCommand: AsyncParsableCommand {
     var json = false
 
     mutating func validate() throws {
-        let modes = [getShmID, cleanup, listAll, monitorOptions.monitor, metrics].filter { $0 }.count
+        let modes = [getShmID, cleanup, listAll, monitorOptions.monitor, metrics, interactive].filter { $0 }.count
         if modes > 1 {
             throw ValidationError(
-                "'--get-shmid', '--cleanup', '--list-all', '--monitor' and '--metrics' are separate modes; give one of them")
+                "'--get-shmid', '--cleanup', '--list-all', '--monitor', '--metrics' and '--interactive' are separate modes; give one of them")
+        }
+        if interactive && (selection.session.count + selection.shmid.count > 1 || json) {
+            throw ValidationError("'--interactive' shows one session on a terminal: give one '-s' or '--shmid', without '--json'")
+        }
+        if interval < 10 || interval > 3_600_000 {
+            throw ValidationError("'--interval \(interval)' must be 10 ... 3600000 milliseconds")
         }
         if metricsFile != nil && !metrics && !monitorOptions.monitor {
             throw ValidationError("'--metrics-file' applies with '--metrics' or '--monitor'")
@@ -132,6 +146,10 @@ struct ShmMonitorCommand: AsyncParsableCommand {
                 id: target, directory: try directory(), options: monitorOptions, verbose: verbose, metricsFile: metricsFile,
                 logger: logger
             ).run()
+        } else if interactive {
+            try InteractiveMode(
+                selection: selection, directory: try directory(), intervalMilliseconds: interval, readOnly: view, logger: logger
+            ).run(output: output)
         } else if metrics {
             try MetricsMode(directory: try listDirectory(), logger: logger).run(file: metricsFile)
         } else if listAll {

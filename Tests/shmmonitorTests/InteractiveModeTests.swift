@@ -1,0 +1,97 @@
+import Foundation
+import ShmCleanup
+import ShmTestSupport
+import Testing
+
+/// `shmmonitor -i` in a real terminal: tmux runs it, `send-keys` presses the keys and
+/// `capture-pane` reads the screen.
+@Suite("Interactive mode", .serialized)
+struct InteractiveModeTests {
+    static let tmux = ["/usr/bin/tmux", "/usr/local/bin/tmux"].first { FileManager.default.isExecutableFile(atPath: $0) }
+
+    /// One tmux session running a command; killed at the end.
+    final class Pane: @unchecked Sendable {
+        let name = "shmi-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+
+        init(_ command: String) throws {
+            try Self.tmux(["new-session", "-d", "-s", name, "-x", "200", "-y", "50", command])
+        }
+
+        deinit { _ = try? Self.tmux(["kill-session", "-t", name]) }
+
+        var screen: String { (try? Self.tmux(["capture-pane", "-p", "-t", name])) ?? "" }
+        var isRunning: Bool { (try? Self.tmux(["has-session", "-t", name])) != nil }
+        func press(_ key: String) throws { try Self.tmux(["send-keys", "-t", name, key]) }
+
+        /// The number after "refresh " in the header.
+        var refresh: Int? {
+            guard let range = screen.range(of: #"refresh \d+"#, options: .regularExpression) else { return nil }
+            return Int(screen[range].dropFirst(8))
+        }
+
+        @discardableResult
+        static func tmux(_ arguments: [String]) throws -> String {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: InteractiveModeTests.tmux!)
+            process.arguments = arguments
+            // Output through a file: the tmux server that new-session starts would hold a pipe open.
+            let path = NSTemporaryDirectory() + "tmux-\(UUID().uuidString).out"
+            _ = FileManager.default.createFile(atPath: path, contents: nil)
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            let output = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+            process.standardOutput = output
+            process.standardError = FileHandle.nullDevice
+            process.standardInput = FileHandle.nullDevice
+            try process.run()
+            process.waitUntilExit()
+            try output.close()
+            let data = FileManager.default.contents(atPath: path) ?? Data()
+            guard process.terminationStatus == 0 else { throw ShmCleanupError(.invalidArgument, "tmux \(arguments.first ?? "") failed") }
+            return String(decoding: data, as: UTF8.self)
+        }
+    }
+
+    static func command(_ arguments: String) -> String {
+        "\(builtProductsDirectory().appendingPathComponent("shmmonitor").path) \(arguments)"
+    }
+
+    @Test(.enabled(if: tmux != nil, "needs tmux (scripts/test installs it)"))
+    func screenUpdatesAndKeysWork() throws {
+        let dir = try ShmFixtureDirectory("mon-i")
+        defer { dir.remove() }
+        let holder = try KeepAliveChild(session: ShmFixtureDirectory.uniqueSession("mon-i"), directory: dir.path)
+        let pane = try Pane(Self.command("-i --shmid \(holder.shmID) --shm-dir \(dir.path) --interval 200"))
+        #expect(waitUntil(seconds: 5) { pane.screen.contains("shm id: \(holder.shmID)") }, "\(pane.screen)")
+        #expect(pane.screen.contains("in use by: pid \(holder.pid)"))
+        let first = try #require(pane.refresh)
+        usleep(1_000_000)
+        let later = try #require(pane.refresh)
+        #expect(later >= first + 3, "redrawn every 200 ms: refresh \(first), then \(later) a second later")
+        try pane.press("h")
+        #expect(waitUntil(seconds: 2) { pane.screen.contains("[q] quit") }, "h shows the help: \(pane.screen)")
+        holder.kill()
+        try pane.press("x")
+        #expect(waitUntil(seconds: 3) { pane.screen.contains("x: removed") && !pane.screen.contains("fmq_\(holder.shmID)_mng") }, "\(pane.screen)")
+        #expect(dir.entries() == ["sem.fmq_\(holder.shmID)_ms"], "x cleans; the running monitor keeps its own flag")
+        try pane.press("q")
+        #expect(waitUntil(seconds: 3) { !pane.isRunning }, "q quits")
+        #expect(dir.entries().isEmpty, "the flag goes when the monitor ends")
+    }
+
+    @Test(.enabled(if: tmux != nil, "needs tmux (scripts/test installs it)"))
+    func viewInteractiveIsReadOnly() throws {
+        let dir = try ShmFixtureDirectory("mon-vi")
+        defer { dir.remove() }
+        let holder = try KeepAliveChild(session: ShmFixtureDirectory.uniqueSession("mon-vi"), directory: dir.path)
+        holder.kill()
+        let before = dir.entries()
+        let pane = try Pane(Self.command("-v -i --shmid \(holder.shmID) --shm-dir \(dir.path) --interval 200"))
+        #expect(waitUntil(seconds: 5) { pane.screen.contains("read-only") })
+        try pane.press("x")
+        #expect(waitUntil(seconds: 3) { pane.screen.contains("x: refused, this monitor is read-only") }, "\(pane.screen)")
+        #expect(dir.entries() == before, "-v -i removes nothing and takes no flag")
+        try pane.press("q")
+        #expect(waitUntil(seconds: 3) { !pane.isRunning })
+        _ = try runTool("shmmonitor", ["-c", "--shmid", "\(holder.shmID)", "--shm-dir", dir.path])
+    }
+}
