@@ -17,7 +17,7 @@ struct CleanupMode {
     let logger: Logger
 
     func run(output: Output) throws {
-        let cleaner = SessionCleaner(directory: directory, logger: logger)
+        let monitor = Monitor(directory: directory, logger: logger)
         let engineOptions = SessionCleaner.Options(force: options.force, dryRun: options.dryRun)
         let report: CleanupReport
         var sessionOf: [ShmID: SessionID] = [:]
@@ -26,11 +26,11 @@ struct CleanupMode {
             let rule: SweepSelection.Rule =
                 !options.job.isEmpty ? .slurmJobs(Set(options.job))
                 : options.sessionPrefix.map { .sessionPrefix($0) } ?? .allSessions
-            report = try cleaner.sweep(SweepSelection(rule, userID: uid), options: engineOptions)
+            report = try monitor.sweep(SweepSelection(rule, userID: uid), options: engineOptions)
         } else {
             let targets = try selection.resolve()
             for t in targets { if let s = t.session { sessionOf[t.id] = s } }
-            report = try cleaner.clean(targets.map(\.id), options: engineOptions)
+            report = try monitor.clean(targets.map(\.id), options: engineOptions)
         }
 
         if output.json {

@@ -61,7 +61,7 @@ struct InteractiveMode {
                 if readOnly {
                     note = "x: refused, this monitor is read-only (-v); run 'shmmonitor -i' without -v, or 'shmmonitor -c', to clean"
                 } else {
-                    let report = try SessionCleaner(directory: directory, logger: logger).clean([target.id], options: .init(keepMonitorFlag: !readOnly))
+                    let report = try Monitor(directory: directory, logger: logger).clean([target.id], options: .init(keepMonitorFlag: !readOnly))
                     note = "x: " + (report.sessions.first.map { "\($0.status.rawValue)\($0.message.map { " (\($0))" } ?? "")" } ?? "nothing to clean")
                 }
             default:

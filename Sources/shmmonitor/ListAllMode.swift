@@ -8,7 +8,7 @@ struct ListAllMode {
     let logger: Logger
 
     func run(output: Output) throws {
-        let scan = try SessionScanner(directory: directory, logger: logger).scan()
+        let scan = try Monitor(directory: directory, logger: logger).listAll()
         if output.json {
             try output.emit(scan)
             return

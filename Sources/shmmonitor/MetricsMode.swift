@@ -54,7 +54,7 @@ struct MetricsMode {
     /// Prints the exposition, or writes it to `file` atomically (a temporary file beside it,
     /// renamed over it), so a collector never reads half a file.
     func run(file: String?) throws {
-        let scan = try SessionScanner(directory: directory, logger: logger).scan()
+        let scan = try Monitor(directory: directory, logger: logger).listAll()
         let text = Self.exposition(of: scan)
         if let file { try Self.write(text, to: file) } else { FileHandle.standardOutput.write(Data(text.utf8)) }
     }

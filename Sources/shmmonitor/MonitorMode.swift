@@ -126,34 +126,22 @@ struct MonitorService: Service {
             return  // FairMQ's DaemonPresent: exit 0
         }
         defer { flag.release() }
-        let scanner = SessionScanner(directory: directory, logger: logger)
-        let cleaner = SessionCleaner(directory: directory, logger: logger)
-        let inspector = ProcessInspector()
+        let monitor = Monitor(directory: directory, logger: logger)
         var metricsDue: UInt64 = 0
         var watch = SessionWatch(
             timeoutMilliseconds: options.timeout, selfDestruct: options.selfDestruct, now: Self.nowMilliseconds())
         logger.info("watching", metadata: ["shm.id": "\(id)", "shm.timeout_ms": "\(options.timeout)"])
 
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            // An absent session is seen from the directory alone. A present one is in use when a
-            // process registered in it is alive (pid and start time, from its management
-            // segment); only when none is are every process's /proc/<pid>/maps read, for users
-            // that map it without being registered (C++ FairMQ devices, a damaged table).
-            let quick = try scanner.scan(only: [id], liveness: false).sessions.first
-            let present = quick?.objects.contains { $0.name.kind != .monitorFlag } ?? false
-            let registeredAlive = quick?.record?.processes.contains {
-                $0.pid != getpid() && inspector.isAlive(pid: $0.pid, startTime: $0.startTime)
-            } ?? false
-            let inUse = present ? try registeredAlive || scanner.scan(only: [id]).sessions.first?.isInUse ?? false : false
-            switch watch.observe(present: present, inUse: inUse, now: Self.nowMilliseconds()) {
+            switch try monitor.observe(id, with: &watch, now: Self.nowMilliseconds(), ignoring: getpid()) {
             case .keepWatching:
                 break
             case .cleanup(let reason):
                 logger.notice("\(reason), cleaning...", metadata: ["shm.id": "\(id)"])
-                try clean(cleaner)
+                try clean(monitor)
             case .cleanupAndExit(let reason):
                 logger.notice("\(reason), cleaning and exiting", metadata: ["shm.id": "\(id)"])
-                try clean(cleaner)
+                try clean(monitor)
                 return
             case .exit(let reason):
                 logger.notice("\(reason), exiting", metadata: ["shm.id": "\(id)"])
@@ -161,7 +149,7 @@ struct MonitorService: Service {
             }
             if let metricsFile, Self.nowMilliseconds() >= metricsDue {
                 do {
-                    try MetricsMode.write(MetricsMode.exposition(of: try scanner.scan()), to: metricsFile)
+                    try MetricsMode.write(MetricsMode.exposition(of: try monitor.listAll()), to: metricsFile)
                 } catch {
                     logger.warning("cannot update the metrics file: \(error)", metadata: ["shm.id": "\(id)"])
                 }
@@ -171,12 +159,12 @@ struct MonitorService: Service {
         }
         if options.cleanOnExit {
             logger.notice("stopping: cleaning up on exit", metadata: ["shm.id": "\(id)"])
-            try clean(cleaner)
+            try clean(monitor)
         }
     }
 
-    private func clean(_ cleaner: SessionCleaner) throws {
-        let report = try cleaner.clean([id], options: .init(keepMonitorFlag: true))
+    private func clean(_ monitor: Monitor) throws {
+        let report = try monitor.clean([id], options: .init(keepMonitorFlag: true))
         for outcome in report.sessionsLeft {
             logger.notice("cleanup: \(outcome.status.rawValue)", metadata: ["shm.id": "\(id)", "reason": "\(outcome.message ?? "")"])
         }

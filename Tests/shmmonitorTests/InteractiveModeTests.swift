@@ -3,6 +3,10 @@ import ShmCleanup
 import ShmTestSupport
 import Testing
 
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
 /// `shmmonitor -i` in a real terminal: tmux runs it, `send-keys` presses the keys and
 /// `capture-pane` reads the screen.
 @Suite("Interactive mode", .serialized)
@@ -29,25 +33,28 @@ struct InteractiveModeTests {
             return Int(screen[range].dropFirst(8))
         }
 
+        /// Runs tmux to completion with posix_spawn and waitpid (Foundation's Process can miss
+        /// the exit of a tmux client whose server it forked), its output through a file.
         @discardableResult
         static func tmux(_ arguments: [String]) throws -> String {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: InteractiveModeTests.tmux!)
-            process.arguments = arguments
-            // Output through a file: the tmux server that new-session starts would hold a pipe open.
             let path = NSTemporaryDirectory() + "tmux-\(UUID().uuidString).out"
-            _ = FileManager.default.createFile(atPath: path, contents: nil)
-            defer { try? FileManager.default.removeItem(atPath: path) }
-            let output = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-            process.standardOutput = output
-            process.standardError = FileHandle.nullDevice
-            process.standardInput = FileHandle.nullDevice
-            try process.run()
-            process.waitUntilExit()
-            try output.close()
-            let data = FileManager.default.contents(atPath: path) ?? Data()
-            guard process.terminationStatus == 0 else { throw ShmCleanupError(.invalidArgument, "tmux \(arguments.first ?? "") failed") }
-            return String(decoding: data, as: UTF8.self)
+            defer { unlink(path) }
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            posix_spawn_file_actions_addopen(&actions, 1, path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+            posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+            let argv = ([InteractiveModeTests.tmux!] + arguments).map { strdup($0) } + [nil]
+            defer { for p in argv { free(p) } }
+            var pid: pid_t = 0
+            guard posix_spawn(&pid, InteractiveModeTests.tmux!, &actions, nil, argv, environ) == 0 else {
+                throw ShmCleanupError(.invalidArgument, "cannot start tmux")
+            }
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+            guard status == 0 else { throw ShmCleanupError(.invalidArgument, "tmux \(arguments.first ?? "") failed (status \(status))") }
+            return (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
         }
     }
 
