@@ -246,7 +246,7 @@ let package = Package(
         ),
         .testTarget(
             name: "shmmonitorTests",
-            dependencies: ["ShmCleanup", "ShmTestSupport"],
+            dependencies: ["ShmCleanup", "ShmTestSupport", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strictSettings
         ),
     ]

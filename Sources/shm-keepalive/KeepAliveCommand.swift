@@ -92,7 +92,10 @@ struct KeepAliveCommand: ParsableCommand {
         memory.detach()
         // The keep-alive owns the memory's lifetime: devices still attached do not keep it.
         if !noCleanup {
-            let report = try SessionCleaner(directory: directory, logger: logger).clean([id], options: .init(force: true))
+            // A monitor watching the session keeps its flag: it is still running.
+            var liveMonitor = false
+            if case .live = MonitorFlag(id, directory: directory).holder() { liveMonitor = true }
+            let report = try Monitor(directory: directory, logger: logger).clean([id], options: .init(force: true, keepMonitorFlag: liveMonitor))
             for s in report.sessionsLeft {
                 logger.error("cleanup incomplete", metadata: ["shm.id": "\(id)", "status": "\(s.status.rawValue)"])
             }
