@@ -127,17 +127,17 @@ let package = Package(
 
         .executableTarget(
             name: "shm-bsampler",
-            dependencies: ["ShmDevice", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["ShmDevice", "ShmCleanup", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strictSettings
         ),
         .executableTarget(
             name: "shm-sink",
-            dependencies: ["ShmDevice", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["ShmDevice", "ShmCleanup", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strictSettings
         ),
         .executableTarget(
             name: "shm-processor",
-            dependencies: ["ShmDevice", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["ShmDevice", "ShmCleanup", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strictSettings
         ),
 

@@ -27,7 +27,8 @@ struct ShmBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "shmbench",
         abstract: "Throughput and latency of the shmem and zeromq transports between two device processes (optionally against C++ FairMQ).",
-        discussion: "Exit status: 0 done, 1 a run failed or left shared memory behind, 2 bad usage.")
+        discussion: "Exit status: 0 done, 1 a run failed or left shared memory behind, 2 bad usage.",
+        version: ShmTransportVersion.current)
 
     @Option(help: "Message sizes in bytes, comma-separated.")
     var sizes: String = "64,1024,65536,1048576,16777216"

@@ -1,4 +1,5 @@
 import ArgumentParser
+import ShmCleanup
 import ShmDevice
 
 /// `shm-bsampler`: FairMQ's bsampler: sends a new message every iteration (benchmark source). Takes every option of a FairMQ device (`--id`, `--channel-config`,
@@ -8,7 +9,8 @@ import ShmDevice
 @main
 struct BSamplerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "shm-bsampler", abstract: "FairMQ's bsampler: sends a new message every iteration (benchmark source).")
+        commandName: "shm-bsampler", abstract: "FairMQ's bsampler: sends a new message every iteration (benchmark source).",
+        version: ShmTransportVersion.current)
 
     @OptionGroup(title: "Device") var device: DeviceOptions
     @OptionGroup(title: "BSampler") var sampler: SamplerOptions

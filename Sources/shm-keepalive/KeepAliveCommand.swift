@@ -24,7 +24,8 @@ struct KeepAliveCommand: ParsableCommand {
             Prints 'ready <shmid> <session>' on standard output once the memory exists. \
             SIGTERM, SIGINT or SIGHUP end it: the session is removed unless --no-cleanup. \
             SIGKILL leaves everything behind (what the cleanup tools are for).
-            """)
+            """,
+        version: ShmTransportVersion.current)
 
     @Option(name: [.customShort("s"), .long], help: "Session id (default: $SHMTRANSPORT_SESSION or 'default').")
     var session: String?

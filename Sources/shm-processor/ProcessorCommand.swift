@@ -1,4 +1,5 @@
 import ArgumentParser
+import ShmCleanup
 import ShmDevice
 
 /// `shm-processor`: Forwards every message from its in channel to its out channel (zero-copy within one transport). Takes every option of a FairMQ device (`--id`, `--channel-config`,
@@ -8,7 +9,8 @@ import ShmDevice
 @main
 struct ProcessorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "shm-processor", abstract: "Forwards every message from its in channel to its out channel (zero-copy within one transport).")
+        commandName: "shm-processor", abstract: "Forwards every message from its in channel to its out channel (zero-copy within one transport).",
+        version: ShmTransportVersion.current)
 
     @OptionGroup(title: "Device") var device: DeviceOptions
     @OptionGroup(title: "Processor") var processor: ProcessorOptions

@@ -1,4 +1,5 @@
 import ArgumentParser
+import ShmCleanup
 import ShmDevice
 
 /// `shm-sink`: FairMQ's sink: receives messages, optionally checks or writes them. Takes every option of a FairMQ device (`--id`, `--channel-config`,
@@ -8,7 +9,8 @@ import ShmDevice
 @main
 struct SinkCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "shm-sink", abstract: "FairMQ's sink: receives messages, optionally checks or writes them.")
+        commandName: "shm-sink", abstract: "FairMQ's sink: receives messages, optionally checks or writes them.",
+        version: ShmTransportVersion.current)
 
     @OptionGroup(title: "Device") var device: DeviceOptions
     @OptionGroup(title: "Sink") var sink: SinkOptions

@@ -28,7 +28,8 @@ struct ShmMonitorCommand: AsyncParsableCommand {
             Exit codes: 0 done; 1 nothing matched (only with --require-match); 2 bad usage or \
             an error; 3 refused because the session is in use (add --force). \
             --fairmq-compat makes cleanup always exit 0, as fairmq-shmmonitor does.
-            """)
+            """,
+        version: ShmTransportVersion.current)
 
     @OptionGroup var selection: SessionSelection
 
