@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import ShmCleanup
 import ShmCore
 import ShmTransport
@@ -84,7 +85,7 @@ public struct DeviceOptions: ParsableArguments, Sendable {
         guard ["static", "interactive"].contains(control) else {
             throw ValidationError("--control '\(control)' is unknown; use static or interactive")
         }
-        guard DeviceLogging.level(severity) != nil || severity == "nolog" else {
+        guard Severity.isValid(severity) else {
             throw ValidationError("--severity '\(severity)' is unknown; use trace, debug, info, warn, error, fatal or nolog")
         }
         guard rate >= 0, rate.isFinite else { throw ValidationError("--rate \(rate) must be 0 or more (Hz)") }
@@ -96,10 +97,11 @@ public struct DeviceOptions: ParsableArguments, Sendable {
         if let session { _ = try SessionID(session) }
     }
 
-    /// The session: `--session`, else `$SHMTRANSPORT_SESSION`, else `default`.
-    public func sessionID() throws -> SessionID {
+    /// The session: `--session`, else `$SHMTRANSPORT_SESSION` (of `environment`), else `default`.
+    public func sessionID(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> SessionID {
         if let session { return try SessionID(session) }
-        return try SessionID.fromEnvironment()
+        guard let value = environment[SessionID.environmentVariable], !value.isEmpty else { return .default }
+        return try SessionID(value)
     }
 
     /// The checked configuration; throws ``DeviceConfigurationError`` naming the bad field.

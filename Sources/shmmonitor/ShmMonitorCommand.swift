@@ -111,7 +111,7 @@ struct ShmMonitorCommand: AsyncParsableCommand {
         if monitorOptions.monitor && monitorOptions.timeout == 0 {
             throw ValidationError("'--timeout 0' would clean sessions at once; give milliseconds > 0")
         }
-        if Self.level(severity) == nil && severity != "nolog" {
+        if !Severity.isValid(severity) {
             throw ValidationError("unknown --severity '\(severity)'; use trace, debug, info, notice, warn, error, fatal or nolog")
         }
         if !cleanup && (cleanupOptions.isSweep || cleanupOptions.force || cleanupOptions.dryRun) {
@@ -126,7 +126,7 @@ struct ShmMonitorCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let level = verbose ? .debug : Self.level(severity)
+        let level = verbose ? .debug : Severity.level(severity)
         LoggingSystem.bootstrap { label in
             guard let level else { return SwiftLogNoOpLogHandler() }
             var handler = StreamLogHandler.standardError(label: label)
@@ -162,17 +162,6 @@ struct ShmMonitorCommand: AsyncParsableCommand {
                 try CleanupMode(selection: selection, options: cleanupOptions, directory: directory(), logger: logger)
                     .run(output: output)
             }
-        }
-    }
-
-    /// A `--severity` as a log level: swift-log's names and FairMQ's (`warn`, `fatal`, `state`, ...).
-    static func level(_ severity: String) -> Logger.Level? {
-        switch severity.lowercased() {
-        case "warn", "alarm", "important": return .warning
-        case "fatal": return .critical
-        case "state", "detail": return .info
-        case "debug1", "debug2", "debug3", "debug4": return .debug
-        default: return Logger.Level(rawValue: severity.lowercased())
         }
     }
 
