@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import ShmDevice
+import ShmTestSupport
 import Testing
 
 /// Every bad field is refused at start with its own error, one line naming the device, the
@@ -76,8 +77,8 @@ struct BadConfigurationTests {
     @Test(arguments: cases)
     func refusedWithItsOwnError(_ badCase: Case) throws {
         var arguments = badCase.arguments
-        let file = try badCase.json.map { try TemporaryFile($0) }
-        if let file { arguments += ["--mq-config", file.path] }
+        let directory = try TemporaryDirectory()
+        if let json = badCase.json { arguments += ["--mq-config", try directory.write(json, to: "topology.json")] }
         let options = try DeviceOptions.parse(arguments)
         do {
             _ = try options.deviceConfiguration()

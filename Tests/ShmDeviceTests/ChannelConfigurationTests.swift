@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import ShmDevice
+import ShmTestSupport
 import ShmCleanup
 import ShmCore
 import ShmTransport
@@ -43,8 +44,9 @@ struct ChannelConfigurationTests {
     ]
 
     @Test func fileAndCommandLineGiveTheSameChannels() throws {
-        let file = try TemporaryFile(Self.json)
-        let fromFile = try DeviceOptions.parse(["--id", "processor1", "--mq-config", file.path]).deviceConfiguration()
+        let directory = try TemporaryDirectory()
+        let file = try directory.write(Self.json, to: "topology.json")
+        let fromFile = try DeviceOptions.parse(["--id", "processor1", "--mq-config", file]).deviceConfiguration()
         #expect(fromFile.channels.map(\.name) == ["data-in", "data-out", "control"])
         let dataIn = try #require(fromFile.channel("data-in"))
         #expect(dataIn.subChannels.count == 2)
@@ -71,7 +73,7 @@ struct ChannelConfigurationTests {
         #expect(fromCommandLine.channels == expected)
 
         // --config-key picks the block by its "key"; a space-separated list works like repeats.
-        let byKey = try DeviceOptions.parse(["--id", "p7", "--config-key", "processor", "--mq-config", file.path]).deviceConfiguration()
+        let byKey = try DeviceOptions.parse(["--id", "p7", "--config-key", "processor", "--mq-config", file]).deviceConfiguration()
         #expect(byKey.channels == fromFile.channels && byKey.id == "p7")
         let multiToken = try DeviceOptions.parse(["--id", "processor1", "--channel-config"] + Self.channelConfig).deviceConfiguration()
         #expect(multiToken.channels == fromCommandLine.channels)
@@ -91,13 +93,12 @@ struct ChannelConfigurationTests {
     }
 
     @Test func sessionComesFromOptionThenEnvironmentThenDefault() throws {
-        #expect(try DeviceOptions.parse(["--session", "s-opt"]).sessionID().rawValue == "s-opt")
-        setenv("SHMTRANSPORT_SESSION", "s-env", 1)
-        defer { unsetenv("SHMTRANSPORT_SESSION") }
-        #expect(try DeviceOptions.parse([]).sessionID().rawValue == "s-env")
-        #expect(try DeviceOptions.parse(["--session", "s-opt"]).sessionID().rawValue == "s-opt")
-        unsetenv("SHMTRANSPORT_SESSION")
-        #expect(try DeviceOptions.parse([]).sessionID().rawValue == "default")
+        let environment = ["SHMTRANSPORT_SESSION": "s-env"]
+        #expect(try DeviceOptions.parse(["--session", "s-opt"]).sessionID(environment: environment).rawValue == "s-opt")
+        #expect(try DeviceOptions.parse([]).sessionID(environment: environment).rawValue == "s-env")
+        #expect(try DeviceOptions.parse([]).sessionID(environment: [:]).rawValue == "default")
+        #expect(try DeviceOptions.parse([]).sessionID(environment: ["SHMTRANSPORT_SESSION": ""]).rawValue == "default")
+        #expect(throws: (any Error).self) { try DeviceOptions.parse([]).sessionID(environment: ["SHMTRANSPORT_SESSION": "a/b"]) }
     }
 
     @Test func shmOptionsKeepTheirMeaning() throws {
@@ -114,20 +115,4 @@ struct ChannelConfigurationTests {
         let forever = try DeviceOptions.parse(["--shm-throw-bad-alloc", "false"]).deviceConfiguration().transportConfiguration
         #expect(forever.badAlloc == .forever(intervalMilliseconds: 50))
     }
-}
-
-/// A file in a fresh temporary directory, removed with it.
-final class TemporaryFile: @unchecked Sendable {
-    let directory: String
-    let path: String
-
-    init(_ contents: String, name: String = "topology.json") throws {
-        directory = try FileManager.default.url(
-            for: .itemReplacementDirectory, in: .userDomainMask, appropriateFor: URL(fileURLWithPath: "/tmp"), create: true
-        ).path
-        path = directory + "/" + name
-        try contents.write(toFile: path, atomically: true, encoding: .utf8)
-    }
-
-    deinit { try? FileManager.default.removeItem(atPath: directory) }
 }

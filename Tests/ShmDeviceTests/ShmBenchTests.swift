@@ -10,11 +10,11 @@ struct ShmBenchTests {
     @Test func shortRunWritesTheResultsAndAPlot() throws {
         let shm = try ShmFixtureDirectory("bench")
         defer { _ = shm.remove() }
-        let results = try TemporaryFile("", name: "unused")
+        let results = try TemporaryDirectory()
         let run = try runTool(
             "shmbench",
             ["--sizes", "64,65536", "--seconds", "0.1", "--warmup-seconds", "0.05", "--repetitions", "1", "--latency-sizes", "64",
-             "--segment-size", "\(64 << 20)", "--results", results.directory, "--json"],
+             "--segment-size", "\(64 << 20)", "--results", results.path, "--json"],
             environment: ["SHMTRANSPORT_SHM_DIR": shm.path])
         #expect(run.status == 0 && !run.crashed, "shmbench: \(run.stderr)")
         let json = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any], "stdout: \(run.stdout)")
@@ -47,9 +47,9 @@ struct ShmBenchTests {
             #expect((point["round_trips"] as? Int ?? 0) > 0)
         }
 
-        let folders = try FileManager.default.contentsOfDirectory(atPath: results.directory).filter { $0 != "unused" }
+        let folders = try FileManager.default.contentsOfDirectory(atPath: results.path)
         try #require(folders.count == 1, "one run folder: \(folders)")
-        let folder = results.directory + "/" + folders[0]
+        let folder = results.path + "/" + folders[0]
         #expect(Set(try FileManager.default.contentsOfDirectory(atPath: folder)) == ["results.json", "results.md", "runs.jsonl", "throughput.png"])
         let written = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder + "/results.json"))) as? [String: Any]
         #expect(written?["date"] as? String == json["date"] as? String)

@@ -39,11 +39,9 @@ struct TopologyTests {
         let shm = try ShmFixtureDirectory("dev-topo")
         defer { _ = shm.remove() }
         let session = ShmFixtureDirectory.uniqueSession("topo-\(link2)")
-        let file = try TemporaryFile(Self.topology(ipc: NSTemporaryDirectory() + "st-\(getpid())-\(link2)", link2: link2))
-        defer { for name in ["data1", "data2"] { unlink(NSTemporaryDirectory() + "st-\(getpid())-\(link2)/\(name)") } }
-        try FileManager.default.createDirectory(atPath: NSTemporaryDirectory() + "st-\(getpid())-\(link2)", withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + "st-\(getpid())-\(link2)") }
-        let common = ["--mq-config", file.path, "--session", session.rawValue, "--control", "static", "--shm-segment-size", "\(64 << 20)"]
+        let ipc = try TemporaryDirectory()
+        let file = try ipc.write(Self.topology(ipc: ipc.path, link2: link2), to: "topology.json")
+        let common = ["--mq-config", file, "--session", session.rawValue, "--control", "static", "--shm-segment-size", "\(64 << 20)"]
         let sizes = "--msg-size"
         let sink = try DeviceProcess(
             "shm-sink", common + ["--id", "sink1", "--in-channel", "data2", "--max-iterations", "\(Self.messages)", "--content", "sequence"],
@@ -70,13 +68,13 @@ struct TopologyTests {
         let sink: DeviceProcess
         let sampler: DeviceProcess
         let id: ShmID
-        let ipc: TemporaryFile
+        let ipc: TemporaryDirectory
 
         init(_ label: String, shm: ShmFixtureDirectory, samplerArguments: [String], sinkArguments: [String] = [], session: SessionID? = nil, waitForStart: Bool = true
         ) throws {
             let session = session ?? ShmFixtureDirectory.uniqueSession(label)
-            ipc = try TemporaryFile("", name: "unused")
-            let address = "ipc://\(ipc.directory)/data"
+            ipc = try TemporaryDirectory()
+            let address = "ipc://\(ipc.path)/data"
             let common = ["--session", session.rawValue, "--transport", "shmem", "--shm-segment-size", "\(32 << 20)"]
             sink = try DeviceProcess(
                 "shm-sink", common + ["--channel-config", "name=data,type=pull,method=connect,address=\(address)"] + sinkArguments, shmDirectory: shm.path)

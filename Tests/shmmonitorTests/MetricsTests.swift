@@ -103,26 +103,20 @@ extension MetricsTests {
         let file = try TemporaryDirectory()
         let path = file.path + "/node.prom"
         let holder = try KeepAliveChild(session: ShmFixtureDirectory.uniqueSession("metrics-mon"), directory: dir.path)
-        let monitor = try startTool("shmmonitor", ["-m", "-x", "-t", "300", "--shmid", "\(holder.shmID)", "--shm-dir", dir.path, "--metrics-file", path])
+        // A long timeout: the monitor only watches here, so the file must follow the session's state.
+        let monitor = try startTool("shmmonitor", ["-m", "-t", "60000", "--shmid", "\(holder.shmID)", "--shm-dir", dir.path, "--metrics-file", path])
         defer { if monitor.isRunning { monitor.terminate() } }
-        func live() -> Double? {
+        func sessions(_ state: String) -> Double? {
             guard let text = try? String(contentsOfFile: path, encoding: .utf8), let samples = try? Self.parse(text) else { return nil }
-            return samples.first { $0.name == "shmtransport_sessions" && $0.labels["state"] == "live" }?.value
+            return samples.first { $0.name == "shmtransport_sessions" && $0.labels["state"] == state }?.value
         }
-        #expect(waitUntil(seconds: 5) { live() == 1 }, "the file shows the live session")
+        #expect(waitUntil(seconds: 5) { sessions("live") == 1 && sessions("dead") == 0 }, "the file shows the live session")
         holder.kill()
-        #expect(waitUntil(seconds: 10) { !monitor.isRunning }, "the monitor cleans the dead session and exits (-x)")
+        #expect(waitUntil(seconds: 5) { sessions("live") == 0 && sessions("dead") == 1 }, "the file follows: the session is dead now")
+        monitor.terminate()
+        monitor.waitUntilExit()
+        let clean = try runTool("shmmonitor", ["-c", "--shmid", "\(holder.shmID)", "--shm-dir", dir.path])
+        #expect(clean.status == 0)
         #expect(dir.entries().isEmpty)
     }
-}
-
-/// A fresh directory under /tmp, removed with its contents.
-final class TemporaryDirectory: @unchecked Sendable {
-    let path: String
-    init() throws {
-        path = try FileManager.default.url(
-            for: .itemReplacementDirectory, in: .userDomainMask, appropriateFor: URL(fileURLWithPath: "/tmp"), create: true
-        ).path
-    }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
 }
