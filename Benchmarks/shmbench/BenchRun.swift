@@ -84,11 +84,7 @@ struct BenchRun {
     /// session; checks that the session is gone afterwards.
     private func pair(_ first: Role, _ second: Role, _ kind: TransportKind, size: Int, wait: WaitMode) throws -> (ChildReport, ChildReport) {
         let session = try SessionID("shmbench-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-        var template = Array("/tmp/shmbench.XXXXXX".utf8CString)
-        guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
-            throw BenchError("cannot make a directory under /tmp for the ipc socket")
-        }
-        let ipcDirectory = String(cString: template.withUnsafeBufferPointer { $0.baseAddress! })
+        let ipcDirectory = try makeIPCDirectory("shmbench")
         defer { try? FileManager.default.removeItem(atPath: ipcDirectory) }
         let common = [
             "--transport", "\(kind)", "--session", session.rawValue, "--endpoint", "ipc://\(ipcDirectory)/data", "--size", "\(size)",
@@ -110,6 +106,15 @@ struct BenchRun {
         guard left.isEmpty else { throw BenchError("the run left \(left) in \(shmDirectory)") }
         return (reportA, reportB)
     }
+}
+
+/// A fresh directory under /tmp for one run's `ipc://` socket (short: a Unix socket path holds 107 bytes).
+func makeIPCDirectory(_ prefix: String) throws -> String {
+    var template = Array("/tmp/\(prefix).XXXXXX".utf8CString)
+    guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
+        throw BenchError("cannot make a directory under /tmp for the ipc socket (errno \(errno))")
+    }
+    return String(cString: template.withUnsafeBufferPointer { $0.baseAddress! })
 }
 
 /// A child shmbench process in one role; its report is the JSON line it prints.

@@ -35,9 +35,7 @@ struct FairMQ {
 
     private func once(_ kind: TransportKind, size: Int, iterations: Int, memset: Bool) throws -> (Double, Double) {
         let session = "fmqbench-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        var template = Array("/tmp/fmqbench.XXXXXX".utf8CString)
-        guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else { throw BenchError("mkdtemp failed") }
-        let ipcDirectory = String(cString: template.withUnsafeBufferPointer { $0.baseAddress! })
+        let ipcDirectory = try makeIPCDirectory("fmqbench")
         defer { try? FileManager.default.removeItem(atPath: ipcDirectory) }
         let address = "ipc://\(ipcDirectory)/data"
         let common = ["--transport", "\(kind)", "--session", session, "--max-iterations", "\(iterations)", "--control", "static"]

@@ -95,11 +95,7 @@ struct ShmBench: ParsableCommand {
 
     func run() throws {
         if let role { return try runChild(Role(rawValue: role)!) }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .warning
-            return handler
-        }
+        Self.bootstrapLogging()
         let fairmq = try FairMQ(directory: compareFairmq ?? ProcessInfo.processInfo.environment["FAIRMQ_BIN"])
         let run = try BenchRun(options: self, fairmq: fairmq)
         let report = try run.execute()
@@ -118,12 +114,17 @@ struct ShmBench: ParsableCommand {
         }
     }
 
-    private func runChild(_ role: Role) throws {
+    /// Warnings and worse on standard error, in the parent and in every child.
+    private static func bootstrapLogging() {
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = .warning
             return handler
         }
+    }
+
+    private func runChild(_ role: Role) throws {
+        Self.bootstrapLogging()
         guard cmc_is_active() == 1, cmc_separate_libzmq() > 0 else {
             throw BenchError("the allocation counter is not active in this build, or cannot find libzmq's code")
         }

@@ -72,7 +72,7 @@ enum MQConfigFile {
             case "sockets":
                 guard let list = value as? [Any] else { throw fail("sockets", "is not a list of objects") }
                 var parsed: [[String: String]] = []
-                for case let socket in list {
+                for socket in list {
                     guard let dict = socket as? [String: Any] else { throw fail("sockets", "an entry is not a JSON object") }
                     var own: [String: String] = [:]
                     for (k, v) in dict {
