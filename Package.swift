@@ -166,6 +166,18 @@ let package = Package(
             swiftSettings: strictSettings
         ),
 
+        // The receiving end of region messages in its own process, for the region tests.
+        .executableTarget(
+            name: "region-peer",
+            dependencies: [
+                "ShmTransport", "ShmCleanup",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
         // A plain program that keeps its factory in globals and ends without tearing it down.
         .executableTarget(
             name: "global-factory-peer",

@@ -57,13 +57,18 @@
 ///  8 size UInt64                            16 freeBytes UInt64 (atomic, kept by the allocator)
 /// 24 creatorPID Int32                       28 reserved (36 bytes)
 /// ```
-/// Region entry (384 bytes):
+/// Region entry (384 bytes; written under the session lock, `state` stored last):
 /// ```
 ///  0 state UInt32 (0 free, 1 alive, 2 destroyed)   4 regionID UInt16   6 pathLength UInt16
-///  8 size UInt64     16 rcSegmentSize UInt64        24 creationFlags Int32   28 reserved
-/// 32 userFlags UInt64                               40 reserved (24 bytes)
+///  8 size UInt64     16 rcSegmentSize UInt64        24 creationFlags Int32
+/// 28 generation UInt32 (the event counter when the entry was filled: tells a re-created id apart)
+/// 32 userFlags UInt64                               40 controllerPID Int32 (0: no controller)
+/// 44 creatorPID Int32                               48 controllerStartTime UInt64 (/proc/<pid>/stat field 22)
+/// 56 reserved (8 bytes)
 /// 64 path [320 bytes] UTF-8 prefix of a file-backed region ("" for shared memory)
 /// ```
+/// The controller is the process that receives the region's release acknowledgements; a second
+/// process may take that role only when the registered one is dead or has let go.
 public enum ManagementLayout {
     /// `"SHMTRMNG"` read as a little-endian `UInt64`.
     public static let magic: UInt64 = 0x474e_4d52_5448_4d53
@@ -174,7 +179,11 @@ public enum ManagementLayout {
         public static let regionSize = 8
         public static let rcSegmentSize = 16
         public static let creationFlags = 24
+        public static let generation = 28
         public static let userFlags = 32
+        public static let controllerPID = 40
+        public static let creatorPID = 44
+        public static let controllerStartTime = 48
         public static let path = 64
         public static let pathCapacity = 320
 

@@ -73,16 +73,19 @@ public struct ManagementRecord: Sendable, Hashable, Codable {
         public var userFlags: UInt64
         /// Directory prefix of a file-backed region (`<path>fmq_<id>_rg_<n>`); empty for shm.
         public var path: String
+        /// The process receiving the region's release acknowledgements (0: none).
+        public var controllerPID: Int32
 
         enum CodingKeys: String, CodingKey {
             case id, destroyed, size, rcSegmentSize = "rc_segment_size", creationFlags = "creation_flags"
-            case userFlags = "user_flags", path
+            case userFlags = "user_flags", path, controllerPID = "controller_pid"
         }
 
         public init(
             id: UInt16, destroyed: Bool = false, size: UInt64, rcSegmentSize: UInt64 = 0, creationFlags: Int32 = 0,
-            userFlags: UInt64 = 0, path: String = ""
+            userFlags: UInt64 = 0, path: String = "", controllerPID: Int32 = 0
         ) {
+            self.controllerPID = controllerPID
             self.id = id
             self.destroyed = destroyed
             self.size = size
@@ -244,7 +247,8 @@ extension ManagementRecord {
                     size: bytes.loadLE(UInt64.self, e + R.regionSize),
                     rcSegmentSize: bytes.loadLE(UInt64.self, e + R.rcSegmentSize),
                     creationFlags: bytes.loadLE(Int32.self, e + R.creationFlags),
-                    userFlags: bytes.loadLE(UInt64.self, e + R.userFlags), path: path))
+                    userFlags: bytes.loadLE(UInt64.self, e + R.userFlags), path: path,
+                    controllerPID: bytes.loadLE(Int32.self, e + R.controllerPID)))
         }
         self.regions = regions
     }
@@ -322,6 +326,7 @@ extension ManagementRecord {
                 b.storeLE(r.rcSegmentSize, e + R.rcSegmentSize)
                 b.storeLE(r.creationFlags, e + R.creationFlags)
                 b.storeLE(r.userFlags, e + R.userFlags)
+                b.storeLE(r.controllerPID, e + R.controllerPID)
                 for (j, byte) in path.enumerated() { b[e + R.path + j] = byte }
             }
         }

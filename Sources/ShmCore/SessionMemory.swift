@@ -29,9 +29,11 @@ public final class SessionMemory: @unchecked Sendable {
     /// Whether this process created the management segment.
     public let createdSession: Bool
 
-    private let logger: Logger
-    private let directory: Directory
+    let logger: Logger
+    let directory: Directory
     private let state: Mutex<State>
+    /// The unmanaged regions this process maps (as controller or viewer).
+    let regionStore = RegionStore()
     /// Segment base addresses by segment id (0: not mapped), read without a lock.
     private let bases: UnsafeMutablePointer<UnsafeAtomic<UInt>.Storage>
     /// Futex word: 1 while interrupted.
@@ -151,6 +153,9 @@ public final class SessionMemory: @unchecked Sendable {
         bases.deallocate()
         interruptWord.deallocate()
     }
+
+    /// The management segment, nil once detached.
+    var management: ManagementSegment? { state.withLock { $0.management } }
 
     // MARK: Segments
 
@@ -490,7 +495,8 @@ public final class SessionMemory: @unchecked Sendable {
                     if count == 0 { signal.setWaiting(slot: processSlot, false) }
                 }
             }
-            let deadline = budget.map { Self.nowMilliseconds() + $0 }
+            // In nanoseconds: a deadline in whole milliseconds cut the budget by up to 1 ms.
+            let deadline = budget.map { MonotonicClock.nanoseconds() + UInt64($0) * 1_000_000 }
             while true {
                 let sequence = signal.sequence
                 if isInterrupted {
@@ -499,7 +505,8 @@ public final class SessionMemory: @unchecked Sendable {
                         objectName: segmentName(ownSegmentID))
                 }
                 if let block = attempt() { return block }
-                let remaining = deadline.map { $0 - Self.nowMilliseconds() } ?? Int.max
+                let now = MonotonicClock.nanoseconds()
+                let remaining = deadline.map { $0 > now ? Int(($0 - now + 999_999) / 1_000_000) : 0 } ?? Int.max
                 if remaining <= 0 { break }
                 // The interval only bounds one sleep: a free anywhere in the session wakes it earlier.
                 signal.wait(sequence: sequence, milliseconds: max(1, min(remaining, interval == 0 ? 100 : interval)))
@@ -510,8 +517,6 @@ public final class SessionMemory: @unchecked Sendable {
             "could not create a message of size \(size), alignment \(alignment): free memory \(heap.freeBytes) of \(heap.heapBytes) bytes in segment \(ownSegmentID); free messages sooner, use a bigger segment size, or allow retries (bad-alloc policy)",
             objectName: segmentName(ownSegmentID))
     }
-
-    static func nowMilliseconds() -> Int { Int(MonotonicClock.nanoseconds() / 1_000_000) }
 
     private var interruptFlag: UnsafeAtomic<UInt32> {
         UnsafeAtomic<UInt32>(at: UnsafeMutableRawPointer(interruptWord).assumingMemoryBound(to: UnsafeAtomic<UInt32>.Storage.self))
@@ -866,6 +871,9 @@ public final class SessionMemory: @unchecked Sendable {
                     mng.unregister(slot: slot)
                     mng.pruneDead()
                     if mng.attachedCount == 0 && !noCleanup && !mng.noCleanupFlag && mng.object.isLinked(in: dir) {
+                        for entry in mng.regionEntries where !entry.destroyed {
+                            SessionRegion.removeObjects(of: entry, shmID: id, directory: dir)
+                        }
                         for segmentID in mng.registeredSegmentIDs {
                             dir.unlink(ShmObjectName(id, .segment(UInt32(segmentID))).fileName)
                         }

@@ -10,6 +10,7 @@ public struct ShmCoreError: Error, Sendable, CustomStringConvertible {
         private enum Wrapped: Hashable, Sendable {
             case invalidArgument, systemCall, noSpace, foreignLayout, unsupportedVersion, corrupt
             case notReady, tableFull, badAlloc, interrupted, invalidBlock, unknownSegment, detached, noSession
+            case unknownRegion, regionSizeMismatch, regionHasController, referenceCountsExhausted
         }
         private let wrapped: Wrapped
         private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
@@ -40,6 +41,14 @@ public struct ShmCoreError: Error, Sendable, CustomStringConvertible {
         public static var unknownSegment: Self { Self(.unknownSegment) }
         /// The session has no management segment in the shm directory.
         public static var noSession: Self { Self(.noSession) }
+        /// A region id that is not registered (or no longer alive) in the session.
+        public static var unknownRegion: Self { Self(.unknownRegion) }
+        /// A region exists with another size than the one asked for.
+        public static var regionSizeMismatch: Self { Self(.regionSizeMismatch) }
+        /// A region already has a live controller (the process receiving its acknowledgements).
+        public static var regionHasController: Self { Self(.regionHasController) }
+        /// The region's reference-count pool has no free counter for another copy.
+        public static var referenceCountsExhausted: Self { Self(.referenceCountsExhausted) }
         /// The session memory was already detached.
         public static var detached: Self { Self(.detached) }
 

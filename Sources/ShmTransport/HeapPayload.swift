@@ -13,6 +13,9 @@ final class HeapPayload: @unchecked Sendable {
     let base: UnsafeMutableRawPointer
     let handles = Atomic<Int>(1)
     private let received: UnsafeMutablePointer<zmq_msg_t>?
+    /// For a message pointing into a `zeromq` unmanaged region: runs when the last holder
+    /// (a handle or libzmq) lets go, instead of freeing.
+    private let onRelease: (@Sendable () -> Void)?
 
     /// Allocates `size` bytes aligned to `alignment` (a power of two, at least 16).
     init(size: Int, alignment: Int) throws(TransportError) {
@@ -25,16 +28,28 @@ final class HeapPayload: @unchecked Sendable {
         }
         base = pointer
         received = nil
+        onRelease = nil
+    }
+
+    /// Wraps memory this transport does not own (a region's block); `onRelease` runs once, when
+    /// the last handle and libzmq are done with it.
+    init(external base: UnsafeMutableRawPointer, onRelease: @escaping @Sendable () -> Void) {
+        self.base = base
+        self.received = nil
+        self.onRelease = onRelease
     }
 
     /// Takes over a frame received by libzmq (non-empty).
     init(received frame: UnsafeMutablePointer<zmq_msg_t>) {
         self.received = frame
         base = zmq_msg_data(frame)!
+        onRelease = nil
     }
 
     deinit {
-        if let received {
+        if let onRelease {
+            onRelease()
+        } else if let received {
             zmq_msg_close(received)
             received.deallocate()
         } else {

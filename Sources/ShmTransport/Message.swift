@@ -20,6 +20,7 @@ public final class Message: @unchecked Sendable {
         case empty
         case heap(HeapPayload)
         case shm(ShmPayload)
+        case region(RegionPayload)
     }
 
     /// The factory (and so the transport) the message belongs to.
@@ -64,6 +65,7 @@ public final class Message: @unchecked Sendable {
         case .empty: return 0
         case .heap(let payload): return payload.handles.load(ordering: .acquiring)
         case .shm(let payload): return factory.shmReferenceCount(payload)
+        case .region(let payload): return payload.referenceCount
         }
     }
 
@@ -79,7 +81,9 @@ public final class Message: @unchecked Sendable {
 
     /// Another handle to the same payload, without copying bytes; the reference count goes up by one.
     /// Copying an empty message gives an empty message.
-    public func copy() -> Message {
+    /// - Throws: ``TransportError/Code/badAlloc`` when the message points into an unmanaged
+    ///   region whose reference-count pool is full (managed messages never fail).
+    public func copy() throws(TransportError) -> Message {
         switch storage {
         case .empty:
             return Message(factory: factory, storage: .empty, base: nil, size: 0, alignment: alignment)
@@ -88,6 +92,10 @@ public final class Message: @unchecked Sendable {
             return Message(factory: factory, storage: storage, base: base, size: size, alignment: alignment)
         case .shm(let payload):
             factory.shmRetain(payload)
+            return Message(factory: factory, storage: storage, base: base, size: size, alignment: alignment)
+        case .region(var payload):
+            try payload.retain()
+            storage = .region(payload)
             return Message(factory: factory, storage: storage, base: base, size: size, alignment: alignment)
         }
     }
@@ -163,7 +171,7 @@ public final class Message: @unchecked Sendable {
     func markSent() {
         switch storage {
         case .heap(let payload): payload.handles.wrappingSubtract(1, ordering: .releasing)
-        case .empty, .shm: break
+        case .empty, .shm, .region: break
         }
         storage = .empty
         base = nil
@@ -175,6 +183,7 @@ public final class Message: @unchecked Sendable {
         case .empty: break
         case .heap(let payload): payload.handles.wrappingSubtract(1, ordering: .releasing)
         case .shm(let payload): factory.shmRelease(payload)
+        case .region(let payload): payload.release(size: size)
         }
     }
 }

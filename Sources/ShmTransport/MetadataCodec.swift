@@ -1,26 +1,48 @@
 import ShmCleanup
+import ShmCore
 
 /// One message as a metadata frame names it: where its payload lies in the session's memory.
 public struct BlockDescriptor: Sendable, Hashable {
-    /// The managed segment holding the payload.
+    /// The managed segment holding the payload (for a region part: the segment holding its
+    /// reference counter when that lives in a managed segment, else 0).
     public var segmentID: UInt16
-    /// The unmanaged region holding the payload; 0 = a managed segment (the only kind this
-    /// transport sends today).
+    /// The unmanaged region holding the payload (when ``inRegion``).
     public var regionID: UInt16
-    /// Offset of the payload's first byte within its segment.
+    /// Offset of the payload's first byte within its segment or region.
     public var offset: UInt64
     /// Payload size in bytes.
     public var size: UInt64
     /// An empty message: no payload, offset and size 0.
     public var isEmpty: Bool
+    /// Whether the payload lies in an unmanaged region rather than a managed segment.
+    public var inRegion: Bool
+    /// The user's hint of a region message (returned in the release callback).
+    public var hint: UInt64
+    /// Where the reference count of a copied region message lives.
+    public var counter: RegionCounter
 
-    /// Describes a payload.
-    public init(segmentID: UInt16, regionID: UInt16 = 0, offset: UInt64, size: UInt64, isEmpty: Bool = false) {
+    /// Describes a payload in a managed segment.
+    public init(segmentID: UInt16, offset: UInt64, size: UInt64, isEmpty: Bool = false) {
         self.segmentID = segmentID
-        self.regionID = regionID
+        self.regionID = 0
         self.offset = offset
         self.size = size
         self.isEmpty = isEmpty
+        self.inRegion = false
+        self.hint = 0
+        self.counter = .none
+    }
+
+    /// Describes a payload in an unmanaged region.
+    public init(regionID: UInt16, offset: UInt64, size: UInt64, hint: UInt64, counter: RegionCounter) {
+        if case .managed(let block) = counter { self.segmentID = block.segmentID } else { self.segmentID = 0 }
+        self.regionID = regionID
+        self.offset = offset
+        self.size = size
+        self.isEmpty = false
+        self.inRegion = true
+        self.hint = hint
+        self.counter = counter
     }
 
     /// The descriptor of an empty message.
@@ -28,24 +50,31 @@ public struct BlockDescriptor: Sendable, Hashable {
 }
 
 /// The `shmem` transport's metadata frames: what travels over ZeroMQ while the payload stays in
-/// shared memory. A message of n parts is one ZeroMQ message of n frames, one per part, each
-/// 32 bytes (unless padded):
+/// shared memory. A message of n parts is one ZeroMQ message of n frames, one per part. A part in
+/// a managed segment is 32 bytes (unless padded):
 ///
 /// ```
 /// offset  size  field
 ///      0     4  magic "SHMT" (0x544D4853, little-endian)
 ///      4     1  version (2)
-///      5     1  flags (0)
+///      5     1  flags: bit 0 a part in an unmanaged region, bit 1 its counter in a managed segment
 ///      6     2  part count n of the message (1 ... 65535), the same in every frame
 ///      8     4  shmId of the sender's session (its 32 bits as a number)
-///     12     8  payload offset in the segment
+///     12     8  payload offset in the segment (or region)
 ///     20     8  payload size (0 only for an empty part, whose fields are all 0)
-///     28     2  segment id
-///     30     2  region id (0 = managed segment)
+///     28     2  segment id (a region part: the segment of its counter when bit 1, else 0)
+///     30     2  region id (0 for a managed part)
 ///     32   ...  zero padding up to the configured metadata message size
 /// ```
-/// All integers are little-endian. 32 bytes is below libzmq's 33-byte inline limit, so a frame
-/// costs no heap allocation in libzmq on either side. The encoding is canonical: a frame is
+/// A part in an unmanaged region (flags bit 0) has 16 more bytes:
+/// ```
+///     32     8  hint             the user's hint, returned by the release callback
+///     40     8  counter          UInt64.max: never copied; else the index of its counter in the
+///                                region's pool `_rrc_`, or (bit 1) the counter's block offset
+///     48   ...  zero padding up to the configured metadata message size
+/// ```
+/// All integers are little-endian. 32 bytes is below libzmq's 33-byte inline limit, so a managed
+/// frame costs no heap allocation in libzmq on either side. The encoding is canonical: a frame is
 /// accepted only if re-encoding what was decoded gives the same bytes, so any corruption is
 /// refused. FairMQ's frames (40-byte `MetaHeader`s) differ; the magic makes a mix-up an error.
 public enum MetadataCodec {
@@ -53,31 +82,57 @@ public enum MetadataCodec {
     public static let magic: UInt32 = 0x544D_4853
     /// The version this build writes and reads (1 was one frame of 16 + 24·n bytes).
     public static let version: UInt8 = 2
-    /// Size of a frame without padding.
+    /// Size of a managed part's frame without padding.
     public static let frameSize = 32
+    /// Size of a region part's frame without padding.
+    public static let regionFrameSize = 48
     /// Most parts a message can carry.
     public static let maximumParts = Int(UInt16.max)
 
+    static let regionFlag: UInt8 = 1
+    static let managedCounterFlag: UInt8 = 2
+    static let noCounter = UInt64.max
+
     /// The size of one frame, padded to at least `minimumSize`.
-    public static func encodedSize(minimumSize: Int = 0) -> Int { max(frameSize, minimumSize) }
+    public static func encodedSize(minimumSize: Int = 0, inRegion: Bool = false) -> Int {
+        max(inRegion ? regionFrameSize : frameSize, minimumSize)
+    }
 
     /// Writes the frame of one part of a message of `partCount` parts into `buffer` (at least
-    /// ``frameSize`` bytes; the rest is zeroed as padding).
+    /// ``encodedSize(minimumSize:inRegion:)`` bytes; the rest is zeroed as padding).
     @inline(__always)
     public static func encode(shmID: UInt64, partCount: Int, part: BlockDescriptor, into buffer: UnsafeMutableRawBufferPointer) {
-        precondition(partCount >= 1 && partCount <= maximumParts && buffer.count >= frameSize)
+        let region = part.inRegion && !part.isEmpty
+        let used = region ? regionFrameSize : frameSize
+        precondition(partCount >= 1 && partCount <= maximumParts && buffer.count >= used)
+        var flags: UInt8 = 0
+        var counter = noCounter
+        if region {
+            flags = regionFlag
+            switch part.counter {
+            case .none: break
+            case .pool(let index): counter = UInt64(index)
+            case .managed(let block):
+                flags |= managedCounterFlag
+                counter = block.offset
+            }
+        }
         buffer.storeBytes(of: magic.littleEndian, toByteOffset: 0, as: UInt32.self)
         buffer.storeBytes(of: version, toByteOffset: 4, as: UInt8.self)
-        buffer.storeBytes(of: UInt8(0), toByteOffset: 5, as: UInt8.self)
+        buffer.storeBytes(of: flags, toByteOffset: 5, as: UInt8.self)
         buffer.storeBytes(of: UInt16(partCount).littleEndian, toByteOffset: 6, as: UInt16.self)
         buffer.storeBytes(of: UInt32(truncatingIfNeeded: shmID).littleEndian, toByteOffset: 8, as: UInt32.self)
         let empty = part.isEmpty
         buffer.storeBytes(of: (empty ? 0 : part.offset).littleEndian, toByteOffset: 12, as: UInt64.self)
         buffer.storeBytes(of: (empty ? 0 : part.size).littleEndian, toByteOffset: 20, as: UInt64.self)
         buffer.storeBytes(of: (empty ? 0 : part.segmentID).littleEndian, toByteOffset: 28, as: UInt16.self)
-        buffer.storeBytes(of: (empty ? 0 : part.regionID).littleEndian, toByteOffset: 30, as: UInt16.self)
-        if buffer.count > frameSize {
-            UnsafeMutableRawBufferPointer(rebasing: buffer[frameSize...]).initializeMemory(as: UInt8.self, repeating: 0)
+        buffer.storeBytes(of: (region ? part.regionID : 0).littleEndian, toByteOffset: 30, as: UInt16.self)
+        if region {
+            buffer.storeBytes(of: part.hint.littleEndian, toByteOffset: 32, as: UInt64.self)
+            buffer.storeBytes(of: counter.littleEndian, toByteOffset: 40, as: UInt64.self)
+        }
+        if buffer.count > used {
+            UnsafeMutableRawBufferPointer(rebasing: buffer[used...]).initializeMemory(as: UInt8.self, repeating: 0)
         }
     }
 
@@ -85,7 +140,7 @@ public enum MetadataCodec {
     /// ZeroMQ's buffers).
     public static func encode(shmID: UInt64, parts: [BlockDescriptor], minimumSize: Int = 0) -> [[UInt8]] {
         parts.map { part in
-            var bytes = [UInt8](repeating: 0, count: encodedSize(minimumSize: minimumSize))
+            var bytes = [UInt8](repeating: 0, count: encodedSize(minimumSize: minimumSize, inRegion: part.inRegion && !part.isEmpty))
             bytes.withUnsafeMutableBytes { encode(shmID: shmID, partCount: parts.count, part: part, into: $0) }
             return bytes
         }
@@ -101,15 +156,55 @@ public enum MetadataCodec {
         -> (partCount: Int, part: BlockDescriptor)
     {
         guard frame.count >= frameSize, frame.littleEndian(UInt32.self, at: 0) == magic,
-            frame.load(fromByteOffset: 4, as: UInt8.self) == version, frame.load(fromByteOffset: 5, as: UInt8.self) == 0
+            frame.load(fromByteOffset: 4, as: UInt8.self) == version
         else { throw refusedHeader(frame) }
+        let flags = frame.load(fromByteOffset: 5, as: UInt8.self)
+        if flags != 0 { return try decodeRegion(frame, flags: flags, expectedShmID: expectedShmID) }
         let f = Fields(frame)
         guard f.count >= 1, f.shmID == UInt32(truncatingIfNeeded: expectedShmID), f.region == 0,
             f.size > 0 || (f.offset == 0 && f.segment == 0), f.size <= UInt64(Int.max), f.offset <= UInt64(Int.max) - f.size,
             frame.count == frameSize || isZero(UnsafeRawBufferPointer(rebasing: frame[frameSize...]))
         else { throw refusedFields(frame, f, expectedShmID: expectedShmID) }
-        let part = f.size == 0 ? BlockDescriptor.empty : BlockDescriptor(segmentID: f.segment, regionID: 0, offset: f.offset, size: f.size)
+        let part = f.size == 0 ? BlockDescriptor.empty : BlockDescriptor(segmentID: f.segment, offset: f.offset, size: f.size)
         return (f.count, part)
+    }
+
+    /// A region part's frame (flags not 0).
+    @inline(never)
+    static func decodeRegion(_ frame: UnsafeRawBufferPointer, flags: UInt8, expectedShmID: UInt64) throws(TransportError)
+        -> (partCount: Int, part: BlockDescriptor)
+    {
+        guard flags & ~(regionFlag | managedCounterFlag) == 0, flags & regionFlag != 0 else { throw refusedHeader(frame) }
+        guard frame.count >= regionFrameSize else {
+            throw invalid(
+                "metadata frame of a region part has \(frame.count) bytes, fewer than the \(regionFrameSize) it needs; the frame was truncated or \(mismatch)")
+        }
+        let f = Fields(frame)
+        if f.count < 1 { throw invalid("metadata frame names 0 parts; a message has at least one part") }
+        if f.shmID != UInt32(truncatingIfNeeded: expectedShmID) { throw refusedFields(frame, f, expectedShmID: expectedShmID) }
+        guard f.size <= UInt64(Int.max), f.offset <= UInt64(Int.max) - f.size else {
+            throw invalid("metadata frame has offset \(f.offset) and size \(f.size), which overflow; the frame is corrupt")
+        }
+        let hint = frame.littleEndian(UInt64.self, at: 32)
+        let raw = frame.littleEndian(UInt64.self, at: 40)
+        let counter: RegionCounter
+        if flags & managedCounterFlag != 0 {
+            guard raw <= UInt64(Int.max) - 8 else { throw invalid("metadata frame names a counter at offset \(raw) in segment \(f.segment); the frame is corrupt") }
+            counter = .managed(ShmBlock(segmentID: f.segment, offset: raw, size: 8))
+        } else {
+            guard f.segment == 0 else { throw invalid("metadata frame of a region part names segment \(f.segment) without a counter there; the frame is corrupt") }
+            if raw == noCounter {
+                counter = .none
+            } else {
+                guard raw <= UInt64(UInt32.max) else { throw invalid("metadata frame names reference counter \(raw), beyond any pool; the frame is corrupt") }
+                counter = .pool(UInt32(raw))
+            }
+        }
+        guard frame.count == regionFrameSize || isZero(UnsafeRawBufferPointer(rebasing: frame[regionFrameSize...])) else {
+            let at = (regionFrameSize..<frame.count).first { frame[$0] != 0 } ?? frame.count
+            throw invalid("metadata frame has a non-zero byte at \(at) in its padding; the frame is corrupt or \(mismatch)")
+        }
+        return (f.count, BlockDescriptor(regionID: f.region, offset: f.offset, size: f.size, hint: hint, counter: counter))
     }
 
     /// The fields after the magic, version and flags of a frame of at least ``frameSize`` bytes.
@@ -151,7 +246,7 @@ public enum MetadataCodec {
                     "metadata frame has version \(versionRead), this build reads version \(version); run the same ShmTransport version on both peers")
             }
             let flags = frame.load(fromByteOffset: 5, as: UInt8.self)
-            guard flags == 0 else {
+            guard flags & ~(regionFlag | managedCounterFlag) == 0, flags == 0 || flags & regionFlag != 0 else {
                 return invalid("metadata frame has unknown flags 0x\(String(flags, radix: 16)); run the same ShmTransport version on both peers")
             }
         }
@@ -167,7 +262,7 @@ public enum MetadataCodec {
                 "metadata frame comes from session shmId \(ShmID(number: UInt64(shmID))), this socket's session is \(ShmID(number: expectedShmID)); give both peers the same session (SHMTRANSPORT_SESSION) and shm directory")
         }
         if region != 0 {
-            return invalid("metadata frame names unmanaged region \(region), which this session does not have; unmanaged regions are not supported by this transport")
+            return invalid("metadata frame of a managed part names region \(region); a region part sets flag bit 0, so the frame is corrupt")
         }
         if size == 0 && (offset != 0 || segment != 0) { return invalid("metadata frame names a payload of 0 bytes at offset \(offset) in segment \(segment); an empty part has every field 0, so the frame is corrupt") }
         if size > UInt64(Int.max) || offset > UInt64(Int.max) - size {

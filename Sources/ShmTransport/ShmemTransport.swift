@@ -66,7 +66,7 @@ extension Socket {
             switch part.storage {
             case .heap:
                 preconditionFailure("a zeromq message passed the transport check of a shmem socket")
-            case .shm:
+            case .shm, .region:
                 guard part.factory.shm?.shmNumber == shm.shmNumber else {
                     return .error(TransportError(
                         .invalidArgument,
@@ -79,20 +79,26 @@ extension Socket {
         // One 32-byte frame per part: libzmq keeps frames of up to 33 bytes inside the zmq_msg_t
         // (max_vsm_size on 64-bit), so with the frames on the stack a send allocates nothing.
         // The payload never moves.
-        let size = MetadataCodec.encodedSize(minimumSize: factory.configuration.metadataMessageSize)
+        let minimumSize = factory.configuration.metadataMessageSize
         let count = parts.count
         return withUnsafeTemporaryAllocation(of: zmq_msg_t.self, capacity: count) { buffer in
             let frames = buffer.baseAddress!
             for (index, part) in parts.enumerated() {
+                let descriptor: BlockDescriptor
+                switch part.storage {
+                case .shm(let block):
+                    descriptor = BlockDescriptor(segmentID: block.segmentID, offset: block.offset, size: UInt64(part.size))
+                case .region(let payload):
+                    descriptor = BlockDescriptor(
+                        regionID: payload.region.id, offset: payload.offset, size: UInt64(part.size), hint: payload.hint,
+                        counter: payload.counter)
+                case .empty, .heap:
+                    descriptor = .empty
+                }
+                let size = MetadataCodec.encodedSize(minimumSize: minimumSize, inRegion: descriptor.inRegion)
                 guard zmq_msg_init_size(frames + index, size) == 0 else {
                     for built in 0..<index { zmq_msg_close(frames + built) }
                     return .error(zmqError("allocating a metadata frame"))
-                }
-                let descriptor: BlockDescriptor
-                if case .shm(let block) = part.storage {
-                    descriptor = BlockDescriptor(segmentID: block.segmentID, offset: block.offset, size: UInt64(part.size))
-                } else {
-                    descriptor = .empty
                 }
                 MetadataCodec.encode(
                     shmID: shm.shmNumber, partCount: count, part: descriptor,
@@ -167,7 +173,12 @@ extension Socket {
         for index in 0..<count where !received[index].isEmpty {
             let descriptor = received[index]
             do {
-                _ = try shm.memory.validatedBlock(segmentID: descriptor.segmentID, offset: descriptor.offset, size: descriptor.size)
+                if descriptor.inRegion {
+                    _ = try shm.memory.validatedRegionBlock(
+                        regionID: descriptor.regionID, offset: descriptor.offset, size: descriptor.size, counter: descriptor.counter)
+                } else {
+                    _ = try shm.memory.validatedBlock(segmentID: descriptor.segmentID, offset: descriptor.offset, size: descriptor.size)
+                }
             } catch {
                 return .error(TransportError(
                     .invalidMetadata,
@@ -180,7 +191,7 @@ extension Socket {
                 "metadata parts \(earlier + 1) and \(later + 1) name the same block; a block has one owner, so the frame is corrupt"))
         }
         if single != nil && count != 1 {
-            for descriptor in received where !descriptor.isEmpty { shm.memory.release(descriptor.block) }
+            for descriptor in received where !descriptor.isEmpty { release(descriptor, shm.memory) }
             return .error(TransportError(
                 .wrongPartCount,
                 "received a multipart message of \(count) parts where one message was expected; it was freed. Receive it with receive(_ parts:)"))
@@ -192,6 +203,15 @@ extension Socket {
             let target = reuseParts ? reusedTarget(&parts, index) : nextTarget(single, &parts)
             if descriptor.isEmpty {
                 target.install(.empty, base: nil, size: 0)
+                continue
+            }
+            if descriptor.inRegion {
+                // Validated above: the region is mapped and the block lies inside it.
+                let region = try! shm.memory.region(id: descriptor.regionID)
+                let payload = RegionPayload(
+                    region: region, memory: shm.memory, offset: descriptor.offset, hint: descriptor.hint, counter: descriptor.counter)
+                target.install(.region(payload), base: region.base + Int(descriptor.offset), size: Int(descriptor.size))
+                total += Int(descriptor.size)
                 continue
             }
             let block = descriptor.block
@@ -207,7 +227,7 @@ extension Socket {
                     address = alignedAddress
                 } catch {
                     shm.memory.release(block)
-                    for rest in (index + 1)..<count where !received[rest].isEmpty { shm.memory.release(received[rest].block) }
+                    for rest in (index + 1)..<count where !received[rest].isEmpty { release(received[rest], shm.memory) }
                     return .error(error)
                 }
             }
@@ -217,14 +237,25 @@ extension Socket {
         return .transferred(total)
     }
 
+    /// Lets go of a received part that is not handed to the caller.
+    private func release(_ descriptor: BlockDescriptor, _ memory: SessionMemory) {
+        if descriptor.inRegion {
+            guard let region = try? memory.region(id: descriptor.regionID) else { return }
+            memory.releaseRegionBlock(
+                region, counter: descriptor.counter, RegionRelease(offset: descriptor.offset, size: descriptor.size, hint: descriptor.hint))
+        } else {
+            memory.release(descriptor.block)
+        }
+    }
+
     /// The first two parts of `received` that name one block, or nil. Up to 64 parts are compared
     /// pairwise (no allocation); a bigger message goes through a table, so a hostile message of
     /// 65535 parts costs linear time, not quadratic.
     private func firstDuplicate() -> (Int, Int)? {
         let count = received.count
         if count <= 64 {
-            for later in 1..<count where !received[later].isEmpty {
-                for earlier in 0..<later where !received[earlier].isEmpty
+            for later in 1..<count where !received[later].isEmpty && !received[later].inRegion {
+                for earlier in 0..<later where !received[earlier].isEmpty && !received[earlier].inRegion
                     && received[earlier].segmentID == received[later].segmentID && received[earlier].offset == received[later].offset
                 {
                     return (earlier, later)
@@ -234,7 +265,7 @@ extension Socket {
         }
         var firstPart: [BlockKey: Int] = [:]
         firstPart.reserveCapacity(count)
-        for (index, descriptor) in received.enumerated() where !descriptor.isEmpty {
+        for (index, descriptor) in received.enumerated() where !descriptor.isEmpty && !descriptor.inRegion {
             if let earlier = firstPart.updateValue(index, forKey: BlockKey(segmentID: descriptor.segmentID, offset: descriptor.offset)) {
                 return (earlier, index)
             }

@@ -374,7 +374,7 @@ public final class Socket: @unchecked Sendable {
                         for built in 0..<index { zmq_msg_close(frames + built) }
                         return .error(zmqError("preparing part \(index + 1) for sending on \(name)"))
                     }
-                case .shm: preconditionFailure("a shmem message passed the transport check of a zeromq socket")
+                case .shm, .region: preconditionFailure("a shmem message passed the transport check of a zeromq socket")
                 }
                 total += part.size
             }

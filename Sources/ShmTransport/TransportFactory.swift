@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 import ShmCleanup
 import ShmCore
 
@@ -23,6 +24,10 @@ public final class TransportFactory: @unchecked Sendable {
     let interrupter: Interrupter
     let logger: Logger
     let shm: ShmemState?
+    /// The region event subscription, if any.
+    let regionEventWatcher = Mutex<RegionEventWatcher?>(nil)
+    /// Automatic ids of `zeromq` regions (local to this factory, from 1024 up as over `shmem`).
+    private let localRegionIDs = Atomic<UInt16>(1024)
 
     /// Creates a factory.
     /// - Parameters:
@@ -52,6 +57,10 @@ public final class TransportFactory: @unchecked Sendable {
         self.interrupter = try Interrupter()
         self.shm = kind == .shmem ? try ShmemState(configuration, logger: logger) : nil
     }
+
+    deinit { unsubscribeFromRegionEvents() }
+
+    func nextLocalRegionID() -> UInt16 { localRegionIDs.wrappingAdd(1, ordering: .relaxed).oldValue }
 
     /// An empty message; `alignment` applies to what is later received into it.
     public func makeMessage(alignment: Int = 0) -> Message {

@@ -161,7 +161,7 @@ struct TransportPeerCommand: ParsableCommand {
             if reportBlocks, let block = message.shmBlock, let memory = factory.sessionMemory, let data = message.data {
                 print("block \(block.segmentID) \(block.offset) \(block.size) \(memory.contains(data) ? "inside" : "outside")")
             }
-            if keepCopy { kept.append(message.copy()) }
+            if keepCopy { kept.append(try message.copy()) }
             batch.append(message)
         }
         let result = parts == 1 ? sock.send(batch[0], timeout: timeout) : sock.send(batch, timeout: timeout)

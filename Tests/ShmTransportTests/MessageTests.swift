@@ -35,7 +35,7 @@ import Testing
             #expect(message.size == 2 && message.text == "12")
             #expect(throws: (any Error).self) { () throws in try message.setUsedSize(3) }
             #expect(message.size == 2)
-            let copy = message.copy()
+            let copy = try message.copy()
             #expect(copy.size == 2 && copy.text == "12")
             #expect(link.a.send(message) == .transferred(2))
             let received = link.factory.makeMessage()
@@ -105,7 +105,7 @@ import Testing
             func aligned(_ message: Message) -> Bool { message.data.map { Int(bitPattern: $0) % alignment == 0 } ?? false }
             let message = try patterned(link.factory, size: 100, index: 1, alignment: alignment)
             #expect(aligned(message))
-            let copy = message.copy()
+            let copy = try message.copy()
             #expect(aligned(copy))
             #expect(link.a.send(message) == .transferred(100))
             let received = link.factory.makeMessage(alignment: alignment)
@@ -131,7 +131,7 @@ import Testing
             #expect(empty.isEmpty && empty.data == nil && empty.size == 0 && empty.referenceCount == 0)
             let zero = try link.factory.makeMessage(size: 0)
             #expect(zero.isEmpty && zero.data == nil)
-            let copy = empty.copy()
+            let copy = try empty.copy()
             #expect(copy.isEmpty && copy.data == nil)
             #expect(link.a.send(empty) == .transferred(0))
             let received = try textMessage(link.factory, "replaced")
@@ -152,10 +152,10 @@ import Testing
             let link = try Link(fixture)
             let original = try patterned(link.factory, size: 4096, index: 5)
             #expect(original.referenceCount == 1)
-            var first: Message? = original.copy()
+            var first: Message? = try original.copy()
             #expect(first!.data == original.data)
             #expect(original.referenceCount == 2 && first!.referenceCount == 2)
-            let second = original.copy()
+            let second = try original.copy()
             #expect(original.referenceCount == 3 && second.referenceCount == 3)
             first = nil
             #expect(original.referenceCount == 2)
@@ -169,7 +169,7 @@ import Testing
                 // The receiver holds the very same block: one count shared across both ends.
                 #expect(received.data == original.data)
                 #expect(original.referenceCount == 2 && received.referenceCount == 2)
-                let third = received.copy()
+                let third = try received.copy()
                 #expect(original.referenceCount == 3 && third.referenceCount == 3)
             case .zeromq:
                 // libzmq delivers its own buffer; the sender's count drops by the one sent.

@@ -50,7 +50,7 @@ import Testing
         ("session", "from session shmId 00000063"),
         ("padding", "non-zero byte at 90"),
         ("emptyWithPayload", "payload of 0 bytes at offset 64"),
-        ("region", "names unmanaged region 5"),
+        ("region", "managed part names region 5"),
         ("overflow", "overflow"),
     ])
     func refusals(_ mutation: String, _ expected: String) {

@@ -28,7 +28,7 @@ import Testing
             let message = try patterned(factory, size: Self.bigSize, index: 64)
             let sentAddress = try #require(message.data)
             let sentBlock = try #require(message.shmBlock)
-            let senderCopy = message.copy()
+            let senderCopy = try message.copy()
             let freeAfterAllocation = memory.freeMemory(segmentID: 0)
             #expect(a.send(message, timeout: 10_000) == .transferred(Self.bigSize))
             let received = factory.makeMessage()
@@ -292,7 +292,7 @@ import Testing
             try push.bind(fixture.endpoint(.ipc, "nobody"))
             for round in 0..<50 {
                 let message = try patterned(factory, size: 10_000 + round, index: round)
-                let parts = [try patterned(factory, size: 10, index: round), message.copy()]
+                let parts = [try patterned(factory, size: 10, index: round), try message.copy()]
                 #expect(push.send(message, timeout: 0) == .timeout)
                 #expect(push.send(parts, timeout: 0) == .timeout)
                 #expect(message.referenceCount == 2 && parts[1].referenceCount == 2)

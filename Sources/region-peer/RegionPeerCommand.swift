@@ -1,0 +1,101 @@
+import ArgumentParser
+import Logging
+import ShmCleanup
+import ShmTransport
+import SystemPackage
+
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+/// `region-peer`: the receiving end of region messages in its own process, for the region tests.
+///
+/// It connects a PULL socket, receives messages that point into an unmanaged region of the
+/// session and checks every byte: a message with hint h holds h as its first 8 bytes, then the
+/// bytes `(h + i) & 0xff`. With `--copies` it copies each message that many times (the copies
+/// share the region's reference-count pool with the sender) before dropping them all. It keeps
+/// the last `--hold-last` messages until it exits, which releases them. Output: `ready`,
+/// `holding <n>` once the messages are in, `done <messages>` at exit. With `--wait` it waits for
+/// standard input to close before exiting (a test may SIGKILL it then). Exit codes: 0 success,
+/// 1 a transfer failed or a byte was wrong, 2 bad usage.
+@main
+struct RegionPeerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "region-peer", abstract: "Receive and check region messages (test peer).")
+
+    @Option(name: [.customShort("s"), .long], help: "Session id.")
+    var session: String
+    @Option(name: .customLong("shm-dir"), help: "Shm directory.")
+    var shmDir: String
+    @Option(help: "Endpoint to connect.")
+    var connect: String
+    @Option(help: "Number of messages to receive.")
+    var messages: Int
+    @Option(name: .customLong("hold-last"), help: "Keep the last N messages until exit.")
+    var holdLast: Int = 0
+    @Option(help: "Copies made of every message (and dropped) before it is released.")
+    var copies: Int = 0
+    @Option(name: .customLong("segment-id"), help: "Managed segment id of this process.")
+    var segmentID: UInt16 = 0
+    @Flag(help: "Wait for standard input to close before exiting.")
+    var wait = false
+
+    func run() throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .warning
+            return handler
+        }
+        var configuration = TransportConfiguration()
+        configuration.session = try SessionID(session)
+        configuration.shmDirectory = FilePath(shmDir)
+        configuration.segmentSize = 4 << 20
+        configuration.segmentID = segmentID
+        let factory = try TransportFactory(.shmem, configuration: configuration, logger: Logger(label: "region-peer"))
+        let pull = try factory.makeSocket(.pull)
+        try pull.connect(connect)
+        print("ready")
+        fflush(stdout)
+        var held: [Message] = []
+        var received = 0
+        while received < messages {
+            let message = factory.makeMessage()
+            guard case .transferred = pull.receive(message, timeout: 30_000) else {
+                throw failure("receive \(received + 1) failed")
+            }
+            received += 1
+            let ok = message.withUnsafeBytes { bytes -> Bool in
+                guard bytes.count >= 8 else { return false }
+                let hint = bytes.loadUnaligned(as: UInt64.self)
+                for i in 8..<bytes.count where bytes[i] != UInt8(truncatingIfNeeded: hint &+ UInt64(i)) { return false }
+                return true
+            }
+            guard ok else { throw failure("message \(received) holds wrong bytes") }
+            if copies > 0 {
+                var made: [Message] = []
+                for _ in 0..<copies { made.append(try message.copy()) }
+                guard message.referenceCount >= copies + 1 else {
+                    throw failure("message \(received) has reference count \(message.referenceCount) after \(copies) copies")
+                }
+            }
+            if received > messages - holdLast { held.append(message) }
+        }
+        print("holding \(held.count)")
+        fflush(stdout)
+        if wait {
+            var byte: UInt8 = 0
+            while read(0, &byte, 1) > 0 {}
+        }
+        held.removeAll()
+        print("done \(received)")
+    }
+
+    private func failure(_ text: String) -> ExitCode {
+        FileHandleStandardError.write("region-peer: \(text)\n")
+        return ExitCode(1)
+    }
+}
+
+enum FileHandleStandardError {
+    static func write(_ text: String) { fputs(text, stderr) }
+}
