@@ -35,6 +35,11 @@ struct KeepAliveCommand: ParsableCommand {
         help: "A managed segment as <id>,<size in bytes> (repeatable; default one segment 0 of 1 MiB).")
     var segments: [String] = []
 
+    @Option(
+        name: .customLong("region"),
+        help: "An unmanaged region as <id>,<size in bytes> (repeatable): created and zeroed here without a callback, so a device can adopt it as controller with the same id and size.")
+    var regions: [String] = []
+
     @Option(name: .customLong("shm-dir"), help: "Shm directory (default: $SHMTRANSPORT_SHM_DIR or /dev/shm).")
     var shmDir: String?
 
@@ -47,6 +52,9 @@ struct KeepAliveCommand: ParsableCommand {
     mutating func validate() throws {
         for spec in segments where parseSegment(spec) == nil {
             throw ValidationError("'--segment \(spec)' is not <id>,<size>; for example '--segment 0,1048576'")
+        }
+        for spec in regions where parseSegment(spec) == nil {
+            throw ValidationError("'--region \(spec)' is not <id>,<size>; for example '--region 100,16777216'")
         }
     }
 
@@ -77,6 +85,11 @@ struct KeepAliveCommand: ParsableCommand {
         for (segmentID, size) in specs.dropFirst() {
             try memory.createSegment(segmentID, size: Int(size))
         }
+        // Regions outlive a device that adopts them (removeOnDestruction false); they go with the session.
+        let heldRegions = try regions.compactMap(parseSegment).map { id, size in
+            try memory.createRegion(
+                RegionOptions(id: id, size: Int(size), zero: true, removeOnDestruction: false), onRelease: nil)
+        }
         let id = memory.id
         logger.info("session memory held", metadata: ["shm.id": "\(id)", "shm.session": "\(sessionID)"])
         print("ready \(id) \(sessionID)")
@@ -90,6 +103,7 @@ struct KeepAliveCommand: ParsableCommand {
             sigwait(&signals, &received)
         }
         // Unregisters and unmaps; as the last process out it removes the session, unless --no-cleanup.
+        heldRegions.forEach { $0.destroy() }
         memory.detach()
         // The keep-alive owns the memory's lifetime: devices still attached do not keep it.
         if !noCleanup {

@@ -23,7 +23,7 @@ struct SessionPrinter {
                 for region in r.regions.sorted(by: { $0.id < $1.id }) {
                     let path = region.path.isEmpty ? "" : ", path: '\(region.path)'"
                     output.line(
-                        "      [\(region.id)]: \(region.destroyed ? "destroyed" : "alive"), size: \(region.size), rcCountSegment size: \(region.rcSegmentSize)\(path)")
+                        "      [\(region.id)]: \(region.destroyed ? "destroyed" : "alive"), size: \(region.size), rcCountSegment size: \(region.rcSegmentSize), user flags: \(region.userFlags), creation flags: \(region.creationFlags), controller: \(region.controllerPID == 0 ? "none" : "pid \(region.controllerPID)")\(path)")
                 }
             }
             if r.creatorSlurmJobID != 0 {

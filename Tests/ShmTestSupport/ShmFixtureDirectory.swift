@@ -136,9 +136,10 @@ public final class KeepAliveChild: @unchecked Sendable {
     public let shmID: ShmID
 
     /// Starts `shm-keepalive` for `session` in `directory` and waits until its memory exists.
-    public init(session: SessionID, directory: String, segments: [String] = ["0,65536"]) throws {
+    public init(session: SessionID, directory: String, segments: [String] = ["0,65536"], regions: [String] = []) throws {
         process.executableURL = builtProductsDirectory().appendingPathComponent("shm-keepalive")
         process.arguments = ["-s", session.rawValue, "--shm-dir", directory] + segments.flatMap { ["--segment", $0] }
+            + regions.flatMap { ["--region", $0] }
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice

@@ -230,6 +230,98 @@ func fillRegionPattern(_ pointer: UnsafeMutableRawPointer, size: Int, hint: UInt
         }
     }
 
+    /// A region made by `shm-keepalive --region` (an outside process, no callback) is adopted by a
+    /// device as its controller, shown by `shmmonitor -v` with its controller, and removed with
+    /// the session when the keep-alive ends.
+    @Test func keepAliveRegionIsAdopted() throws {
+        try withFixture(.shmem, "rgka") { fixture in
+            let keepAlive = try KeepAliveChild(
+                session: fixture.session, directory: fixture.shmDirectory.path, segments: ["0,4194304"], regions: ["100,65536"])
+            do {
+                var configuration = fixture.configuration(segmentSize: 4 << 20)
+                configuration.noCleanup = true
+                let factory = try TransportFactory(.shmem, configuration: configuration, logger: testLogger)
+                #expect(throws: TransportError.self) {
+                    _ = try factory.makeUnmanagedRegion(size: 4096, configuration: RegionConfiguration(id: 100, size: 4096))
+                }
+                let log = ReleaseLog()
+                let region = try factory.makeUnmanagedRegion(
+                    size: 65536, configuration: RegionConfiguration(id: 100, size: 65536, removeOnDestruction: false),
+                    callback: log.callback)
+                #expect(region.data.load(fromByteOffset: 60_000, as: UInt64.self) == 0)  // zeroed by the keep-alive
+                do { _ = try region.makeMessage(offset: 64, size: 32, hint: 9) }
+                #expect(log.wait(for: 1) && log.blocks.first?.hint == 9)
+                let view = try runTool(
+                    "shmmonitor", ["-v", "-s", fixture.session.rawValue], environment: ["SHMTRANSPORT_SHM_DIR": fixture.shmDirectory.path])
+                #expect(view.stdout.contains("[100]: alive, size: 65536") && view.stdout.contains("controller: pid \(getpid())"), "\(view.stdout)")
+                let json = try runTool(
+                    "shmmonitor", ["--json", "-v", "-s", fixture.session.rawValue],
+                    environment: ["SHMTRANSPORT_SHM_DIR": fixture.shmDirectory.path])
+                #expect(json.stdout.contains("\"controller_pid\" : \(getpid())") || json.stdout.contains("\"controller_pid\":\(getpid())"), "\(json.stdout)")
+            }
+            keepAlive.stop()
+        }
+    }
+
+    /// Over `zeromq` a region is memory of this process; the callback runs when libzmq and every
+    /// handle are done with a block.
+    @Test func zeromqRegionCallbacks() throws {
+        try withFixture(.zeromq, "rgzmq") { fixture in
+            let factory = try fixture.makeFactory()
+            let log = ReleaseLog()
+            let region = try factory.makeUnmanagedRegion(size: 1 << 16, callback: log.callback)
+            let push = try factory.makeSocket(.push)
+            let pull = try factory.makeSocket(.pull)
+            try pull.connect(try push.bind(fixture.endpoint(.ipc, "z")))
+            let message = try region.makeMessage(offset: 256, size: 300, hint: 77)
+            fillRegionPattern(message.data!, size: 300, hint: 77)
+            var copy: Message? = try message.copy()
+            #expect(push.send(message, timeout: 5000) == .transferred(300))
+            let received = factory.makeMessage()
+            #expect(pull.receive(received, timeout: 5000) == .transferred(300))
+            #expect(received.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } == 77)
+            #expect(copy?.referenceCount == 1)  // the sent handle let go; libzmq holds the payload
+            usleep(100_000)
+            #expect(log.total == 0)  // a copy still holds the block
+            copy = nil
+            #expect(log.wait(for: 1))
+            #expect(log.perHint == [77: 1] && log.blocks.first?.pointer == region.data + 256 && log.blocks.first?.size == 300)
+        }
+    }
+
+    /// A full reference-count pool makes a copy fail with the reason and the fix; the copies made
+    /// so far keep working.
+    @Test func fullReferenceCountPool() throws {
+        try withFixture(.shmem, "rgfull") { fixture in
+            let factory = try fixture.makeFactory()
+            let region = try factory.makeUnmanagedRegion(
+                size: 1 << 20, configuration: RegionConfiguration(size: 1 << 20, referenceCountPoolSize: 4096))
+            let capacity = (4096 - 64) / 8
+            var messages: [Message] = []
+            var copies: [Message] = []
+            for i in 0..<capacity {
+                let message = try region.makeMessage(offset: i * 16, size: 16)
+                copies.append(try message.copy())
+                messages.append(message)
+            }
+            #expect(region.referenceCountsInUse == capacity)
+            let one = try region.makeMessage(offset: 0, size: 16)
+            do throws(TransportError) {
+                _ = try one.copy()
+                Issue.record("a copy beyond the pool was made")
+            } catch {
+                #expect(error.code == .badAlloc && error.message.contains("reference-count pool of region"), "\(error)")
+            }
+            #expect(messages[0].referenceCount == 2)
+            copies.removeAll()
+            // A counter goes back to the pool with its last holder, not when it drops to 1.
+            #expect(messages[0].referenceCount == 1 && region.referenceCountsInUse == capacity)
+            messages.removeAll()
+            #expect(region.referenceCountsInUse == 0)
+            #expect(try one.copy().referenceCount == 2)
+        }
+    }
+
     /// Two sessions in one process, each with a region of id 7: messages resolve to their own
     /// session's region (FairMQ's Cache test).
     @Test func regionsOfTwoSessionsInOneProcess() throws {
