@@ -19,7 +19,7 @@ struct BenchRun {
         self.options = options
         self.fairmq = fairmq
         shmDirectory = ProcessInfo.processInfo.environment["SHMTRANSPORT_SHM_DIR"] ?? "/dev/shm"
-        let throughputSteps = options.repetitions * options.sizeList.count * options.kinds.count
+        let throughputSteps = options.repetitions * (options.sizeList.count * options.kinds.count + options.regionSizeList.count)
             + (fairmq == nil ? 0 : options.repetitions * options.sizeList.reduce(0) { $0 + ($1 <= 65536 ? 2 : 1) })
         let latencySteps = options.latencySizeList.count * options.kinds.count * options.waits.count
         progress = Progress(total: throughputSteps + latencySteps, quiet: options.json)
@@ -50,6 +50,19 @@ struct BenchRun {
                             report.problems.append("FairMQ \(kind) \(Report.bytes(size)): \(error)")
                         }
                     }
+                }
+            }
+        }
+        for repetition in 1...options.repetitions where !options.regionSizeList.isEmpty {
+            for size in options.regionSizeList {
+                progress.step("throughput shmem region \(Report.bytes(size)), repetition \(repetition)/\(options.repetitions)")
+                do {
+                    let (sampler, sink) = try pair(.regionSampler, .sink, .shmem, size: size, wait: .sleep)
+                    report.add(
+                        throughput: ThroughputPoint(sampler: sampler, sink: sink), transport: "shmem-region", size: size,
+                        repetition: repetition)
+                } catch {
+                    report.problems.append("throughput shmem region \(Report.bytes(size)): \(error)")
                 }
             }
         }

@@ -15,6 +15,8 @@ import SystemPackage
 /// with `--role`). Each prints one JSON line of figures on standard output.
 enum Role: String, CaseIterable {
     case sampler, sink, ping, pong
+    /// A sampler whose messages point into an unmanaged region (slots handed back by the callback).
+    case regionSampler = "region-sampler"
 }
 
 /// What a child tells the parent.
@@ -98,7 +100,7 @@ struct ChildSettings {
         let type: SocketType
         let method: ChannelMethod
         switch role {
-        case .sampler: (type, method) = (.push, .bind)
+        case .sampler, .regionSampler: (type, method) = (.push, .bind)
         case .sink: (type, method) = (.pull, .connect)
         case .ping: (type, method) = (.pair, .bind)
         case .pong: (type, method) = (.pair, .connect)
@@ -128,6 +130,7 @@ struct ChildSettings {
         let channel = try device.channel("data")
         switch role {
         case .sampler: return try runSampler(channel)
+        case .regionSampler: return try runRegionSampler(channel)
         case .sink: return try runSink(channel)
         case .ping: return try runPing(channel)
         case .pong: return try runPong(channel)
@@ -176,6 +179,55 @@ struct ChildSettings {
         // Stay until the parent has the sink's report (it closes our standard input then): a
         // PUSH socket closed while its peer's queue is full can lose the last queued messages
         // in libzmq, linger or not.
+        var byte: UInt8 = 0
+        while read(0, &byte, 1) > 0 {}
+        return ChildReport(
+            messages: sequence, seconds: elapsed, allocations: allocations.ours, libzmqAllocations: allocations.libzmq, cpuSeconds: cpu)
+    }
+
+    /// As ``runSampler(_:)``, but every message points into an unmanaged region of `slots`
+    /// blocks of `size` bytes: a block is filled and sent, and taken again only after its release
+    /// callback came back (as a readout buffer is refilled once every consumer let go).
+    private func runRegionSampler(_ channel: Channel) throws -> ChildReport {
+        let slots = Swift.max(16, Swift.min(1024, (64 << 20) / size))
+        let free = SlotStack(count: slots)
+        let region = try channel.factory.makeUnmanagedRegion(
+            size: slots * size, callback: .bulk { blocks in free.push(blocks.map { Int($0.hint) }) })
+        defer { region.destroy() }
+        func send(_ sequence: UInt64) throws {
+            var slot = free.pop()
+            while slot == nil {
+                sched_yield()
+                slot = free.pop()
+            }
+            let message = try region.makeMessage(offset: slot! * size, size: size, hint: UInt64(slot!))
+            message.withUnsafeMutableBytes { bytes in
+                if memset { _ = Glibc.memset(bytes.baseAddress!, Int32(truncatingIfNeeded: sequence), bytes.count) }
+                bytes.storeBytes(of: sequence, toByteOffset: 0, as: UInt64.self)
+            }
+            let result = channel.send(message, timeout: 30_000)
+            guard case .transferred = result else { throw BenchError("region sampler: send \(sequence) failed: \(result)") }
+        }
+        var sequence = Self.warmupBit
+        let warmupEnd = clockSeconds() + warmup
+        while clockSeconds() < warmupEnd {
+            try send(sequence)
+            sequence += 1
+        }
+        let allocationsBefore = Allocations.now()
+        let cpuBefore = cpuSeconds()
+        let start = clockSeconds()
+        let end = start + self.seconds
+        sequence = 0
+        while true {
+            if sequence & 63 == 0 && clockSeconds() >= end { break }
+            try send(sequence)
+            sequence += 1
+        }
+        let elapsed = clockSeconds() - start
+        let allocations = Allocations.now() - allocationsBefore
+        let cpu = cpuSeconds() - cpuBefore
+        try send(Self.endMark)
         var byte: UInt8 = 0
         while read(0, &byte, 1) > 0 {}
         return ChildReport(
@@ -292,4 +344,24 @@ struct ChildSettings {
 struct BenchError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+/// The free slots of the region sampler: the release callback pushes, the sampler pops.
+final class SlotStack: @unchecked Sendable {
+    private let lock = NSLock()
+    private var free: [Int]
+
+    init(count: Int) { free = Array((0..<count).reversed()) }
+
+    func push(_ slots: [Int]) {
+        lock.lock()
+        free.append(contentsOf: slots)
+        lock.unlock()
+    }
+
+    func pop() -> Int? {
+        lock.lock()
+        defer { lock.unlock() }
+        return free.popLast()
+    }
 }

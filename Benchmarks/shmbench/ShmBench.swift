@@ -40,6 +40,8 @@ struct ShmBench: ParsableCommand {
     var warmupSeconds: Double = 0.2
     @Option(help: "Repetitions of every point.")
     var repetitions: Int = 3
+    @Option(help: "Sizes of the shmem runs whose messages point into an unmanaged region, comma-separated (empty: none).")
+    var regionSizes: String = "64,1048576"
     @Option(help: "Sizes of the latency ping-pong, comma-separated (empty: no latency runs).")
     var latencySizes: String = "64,1048576"
     @Option(help: "How ping-pong receivers wait: sleep, spin or both.")
@@ -65,6 +67,7 @@ struct ShmBench: ParsableCommand {
     @Option(help: .hidden) var size: Int = 0
 
     var sizeList: [Int] { sizes.split(separator: ",").compactMap { Int($0) } }
+    var regionSizeList: [Int] { regionSizes.split(separator: ",").compactMap { Int($0) } }
     var latencySizeList: [Int] { latencySizes.split(separator: ",").compactMap { Int($0) } }
     var kinds: [TransportKind] { transports.split(separator: ",").compactMap { TransportKind(rawValue: String($0)) } }
     var waits: [WaitMode] { wait.split(separator: ",").compactMap { WaitMode(rawValue: String($0)) } }
@@ -72,6 +75,9 @@ struct ShmBench: ParsableCommand {
     mutating func validate() throws {
         guard !sizeList.isEmpty, sizeList.count == sizes.split(separator: ",").count, sizeList.allSatisfy({ $0 >= 8 }) else {
             throw ValidationError("--sizes takes byte counts of at least 8, comma-separated, e.g. 64,1024,1048576")
+        }
+        guard regionSizeList.count == regionSizes.split(separator: ",").count, regionSizeList.allSatisfy({ $0 >= 8 }) else {
+            throw ValidationError("--region-sizes takes byte counts of at least 8, comma-separated, or nothing")
         }
         guard latencySizeList.count == latencySizes.split(separator: ",").count, latencySizeList.allSatisfy({ $0 >= 8 }) else {
             throw ValidationError("--latency-sizes takes byte counts of at least 8, comma-separated, or nothing")
