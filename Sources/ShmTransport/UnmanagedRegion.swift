@@ -4,6 +4,11 @@ import ShmCleanup
 import ShmCore
 import Synchronization
 
+// The region types of the core are part of this module's API: users need not import ShmCore.
+@_exported import struct ShmCore.RegionOptions
+@_exported import struct ShmCore.RegionEventInfo
+@_exported import enum ShmCore.RegionCounter
+
 #if canImport(Glibc)
 @preconcurrency import Glibc
 #endif

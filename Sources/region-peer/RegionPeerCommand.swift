@@ -39,6 +39,10 @@ struct RegionPeerCommand: ParsableCommand {
     var segmentID: UInt16 = 0
     @Flag(help: "Wait for standard input to close before exiting.")
     var wait = false
+    @Flag(help: "Be the controller instead: bind --connect's address, make a region and send --messages region messages, then print 'sent <n>' and wait for standard input to close.")
+    var send = false
+    @Option(name: .customLong("pool-size"), help: "Reference-count pool bytes of the region made with --send (0: counters in the managed segment).")
+    var poolSize: Int = 4 << 20
 
     func run() throws {
         LoggingSystem.bootstrap { label in
@@ -52,6 +56,7 @@ struct RegionPeerCommand: ParsableCommand {
         configuration.segmentSize = 4 << 20
         configuration.segmentID = segmentID
         let factory = try TransportFactory(.shmem, configuration: configuration, logger: Logger(label: "region-peer"))
+        if send { return try runController(factory) }
         let pull = try factory.makeSocket(.pull)
         try pull.connect(connect)
         print("ready")
@@ -74,7 +79,7 @@ struct RegionPeerCommand: ParsableCommand {
             if copies > 0 {
                 var made: [Message] = []
                 for _ in 0..<copies { made.append(try message.copy()) }
-                guard message.referenceCount >= copies + 1 else {
+                guard message.referenceCount == copies + 1 else {
                     throw failure("message \(received) has reference count \(message.referenceCount) after \(copies) copies")
                 }
             }
@@ -88,6 +93,30 @@ struct RegionPeerCommand: ParsableCommand {
         }
         held.removeAll()
         print("done \(received)")
+    }
+
+    /// The controller: every message its own 64-byte block of the region, filled as the receiver checks.
+    private func runController(_ factory: TransportFactory) throws {
+        let region = try factory.makeUnmanagedRegion(
+            size: max(1, messages) * 64,
+            configuration: RegionConfiguration(size: max(1, messages) * 64, referenceCountPoolSize: poolSize),
+            callback: .bulk { _ in })
+        let push = try factory.makeSocket(.push)
+        _ = try push.bind(connect)
+        print("ready")
+        fflush(stdout)
+        for i in 0..<messages {
+            let message = try region.makeMessage(offset: i * 64, size: 64, hint: UInt64(i))
+            message.withUnsafeMutableBytes { bytes in
+                bytes.storeBytes(of: UInt64(i), as: UInt64.self)
+                for j in 8..<64 { bytes[j] = UInt8(truncatingIfNeeded: UInt64(i) &+ UInt64(j)) }
+            }
+            guard case .transferred = push.send(message, timeout: 30_000) else { throw failure("send \(i) failed") }
+        }
+        print("sent \(messages)")
+        fflush(stdout)
+        var byte: UInt8 = 0
+        while read(0, &byte, 1) > 0 {}
     }
 
     private func failure(_ text: String) -> ExitCode {

@@ -322,6 +322,80 @@ func fillRegionPattern(_ pointer: UnsafeMutableRawPointer, size: Int, hint: UInt
         }
     }
 
+    /// The controller SIGKILLed while a receiver holds 2,000 of its messages (four times a release
+    /// lane): releasing them all returns at once instead of waiting for a controller that is gone;
+    /// the copies the receiver made in the managed segment (pool size 0) go back there.
+    @Test func controllerKilledNeverHangsTheReceiver() throws {
+        try withFixture(.shmem, "rgck") { fixture in
+            var configuration = fixture.configuration(segmentSize: 4 << 20)
+            configuration.segmentID = 2
+            let factory = try TransportFactory(.shmem, configuration: configuration, logger: testLogger)
+            let memory = try #require(factory.sessionMemory)
+            let emptySegment = memory.freeMemory(segmentID: 2)
+            let address = fixture.endpoint(.ipc, "ck")
+            let controller = try PeerProcess(
+                ["--session", fixture.session.rawValue, "--shm-dir", fixture.shmDirectory.path, "--connect", address,
+                 "--messages", "2000", "--send", "--pool-size", "0"],
+                executable: builtProductsDirectory().appendingPathComponent("region-peer"))
+            #expect(controller.readLine() == "ready")
+            let pull = try factory.makeSocket(.pull)
+            try pull.connect(address)
+            var held: [Message] = []
+            for i in 0..<2000 {
+                let message = factory.makeMessage()
+                try #require(pull.receive(message, timeout: 20_000) == .transferred(64), "message \(i)")
+                #expect(message.withUnsafeBytes { $0.load(as: UInt64.self) } == UInt64(i))
+                held.append(message)
+                if i % 2 == 0 { held.append(try message.copy()) }  // a counter in our segment 2
+            }
+            #expect(held[0].referenceCount == 2 && held[2].referenceCount == 1)
+            #expect(controller.readLine() == "sent 2000")
+            kill(controller.process.processIdentifier, SIGKILL)
+            controller.process.waitUntilExit()
+            let start = Date()
+            held.removeAll()
+            #expect(Date().timeIntervalSince(start) < 2, "releasing took \(Date().timeIntervalSince(start)) s")
+            #expect(memory.freeMemory(segmentID: 2) == emptySegment)
+        }
+    }
+
+    /// Region parts mixed with managed parts in one multipart message, over PAIR and REQ/REP,
+    /// and a region file under a path: each arrives where it was written, and comes back once.
+    @Test func multipartPatternsAndFileBackedRegion() throws {
+        try withFixture(.shmem, "rgmp") { fixture in
+            let factory = try fixture.makeFactory()
+            let log = ReleaseLog()
+            let path = fixture.ipcDirectory + "/"
+            let region = try factory.makeUnmanagedRegion(
+                size: 1 << 16, configuration: RegionConfiguration(id: 5, size: 1 << 16, path: path), callback: log.callback)
+            let file = path + ShmObjectName(ShmID(session: fixture.session), .region(5)).fileName
+            #expect(FileManager.default.fileExists(atPath: file))
+            for (first, second) in [(SocketType.pair, SocketType.pair), (.req, .rep)] {
+                let a = try factory.makeSocket(first)
+                let b = try factory.makeSocket(second)
+                try b.connect(try a.bind(fixture.endpoint(.ipc, "mp-\(first)")))
+                let regionPart = try region.makeMessage(offset: 1024, size: 16, hint: 11)
+                fillRegionPattern(regionPart.data!, size: 16, hint: 11)
+                let parts = [regionPart, try textMessage(factory, "managed"), try regionPart.copy()]
+                #expect(a.send(parts, timeout: 5000) == .transferred(39))
+                var received: [Message] = []
+                #expect(b.receive(&received, timeout: 5000) == .transferred(39))
+                #expect(received.count == 3 && received[1].text == "managed")
+                #expect(received[0].data == region.data + 1024 && received[2].data == region.data + 1024 && received[0].referenceCount == 2)
+                if second == .rep {
+                    #expect(b.send(try textMessage(factory, "ok"), timeout: 5000) == .transferred(2))
+                    let reply = factory.makeMessage()
+                    #expect(a.receive(reply, timeout: 5000) == .transferred(2))
+                }
+            }
+            #expect(log.wait(for: 2))
+            usleep(200_000)
+            #expect(log.perHint == [11: 2])
+            region.destroy()
+            #expect(!FileManager.default.fileExists(atPath: file))
+        }
+    }
+
     /// Two sessions in one process, each with a region of id 7: messages resolve to their own
     /// session's region (FairMQ's Cache test).
     @Test func regionsOfTwoSessionsInOneProcess() throws {
