@@ -24,6 +24,8 @@ struct Report: Encodable {
         var memset: Bool
         var segmentSize: Int
         var latencySizes: [Int]
+        /// Sizes of the shmem runs with region messages (`shmem-region` rows).
+        var regionSizes: [Int]
         var wait: [String]
         var spinMicroseconds: Int
         var pattern = "PUSH/PULL over ipc, sampler and sink devices in two processes, a new message payload every iteration"
@@ -94,7 +96,8 @@ struct Report: Encodable {
         settings = Settings(
             sizes: options.sizeList, transports: options.kinds.map(\.rawValue), secondsPerPoint: options.seconds,
             warmupSeconds: options.warmupSeconds, repetitions: options.repetitions, memset: options.memset,
-            segmentSize: options.segmentSize, latencySizes: options.latencySizeList, wait: options.waits.map(\.rawValue),
+            segmentSize: options.segmentSize, latencySizes: options.latencySizeList,
+            regionSizes: options.regionSizeList, wait: options.waits.map(\.rawValue),
             spinMicroseconds: options.spinMicroseconds)
         self.fairmq = fairmq
     }

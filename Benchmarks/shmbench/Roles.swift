@@ -146,14 +146,42 @@ struct ChildSettings {
     /// number in its first 8 bytes; warm-up, then `seconds` timed, then the end mark.
     private func runSampler(_ channel: Channel) throws -> ChildReport {
         let message = channel.makeMessage()
-        func send(_ sequence: UInt64) throws {
+        return try sample(channel) {
             try message.rebuild(size: size)
+            return message
+        }
+    }
+
+    /// As ``runSampler(_:)``, but every message points into an unmanaged region of `slots`
+    /// blocks of `size` bytes: a block is filled and sent, and taken again only after its release
+    /// callback came back (as a readout buffer is refilled once every consumer let go).
+    private func runRegionSampler(_ channel: Channel) throws -> ChildReport {
+        let slots = Swift.max(16, Swift.min(1024, (64 << 20) / size))
+        let free = SlotStack(count: slots)
+        let region = try channel.factory.makeUnmanagedRegion(
+            size: slots * size, callback: .bulk { blocks in free.push(blocks.map { Int($0.hint) }) })
+        defer { region.destroy() }
+        return try sample(channel) {
+            var slot = free.pop()
+            while slot == nil {
+                sched_yield()
+                slot = free.pop()
+            }
+            return try region.makeMessage(offset: slot! * size, size: size, hint: UInt64(slot!))
+        }
+    }
+
+    /// The sampler's loop: `next` gives the message to fill (its first 8 bytes the sequence
+    /// number) and send; warm-up, then `seconds` timed, then the end mark.
+    private func sample(_ channel: Channel, next: () throws -> Message) throws -> ChildReport {
+        func send(_ sequence: UInt64) throws {
+            let message = try next()
             message.withUnsafeMutableBytes { bytes in
                 if memset { _ = Glibc.memset(bytes.baseAddress!, Int32(truncatingIfNeeded: sequence), bytes.count) }
                 bytes.storeBytes(of: sequence, toByteOffset: 0, as: UInt64.self)
             }
             let result = channel.send(message, timeout: 30_000)
-            guard case .transferred = result else { throw BenchError("sampler: send \(sequence) failed: \(result)") }
+            guard case .transferred = result else { throw BenchError("\(role): send \(sequence) failed: \(result)") }
         }
         var sequence = Self.warmupBit
         let warmupEnd = clockSeconds() + warmup
@@ -179,55 +207,6 @@ struct ChildSettings {
         // Stay until the parent has the sink's report (it closes our standard input then): a
         // PUSH socket closed while its peer's queue is full can lose the last queued messages
         // in libzmq, linger or not.
-        var byte: UInt8 = 0
-        while read(0, &byte, 1) > 0 {}
-        return ChildReport(
-            messages: sequence, seconds: elapsed, allocations: allocations.ours, libzmqAllocations: allocations.libzmq, cpuSeconds: cpu)
-    }
-
-    /// As ``runSampler(_:)``, but every message points into an unmanaged region of `slots`
-    /// blocks of `size` bytes: a block is filled and sent, and taken again only after its release
-    /// callback came back (as a readout buffer is refilled once every consumer let go).
-    private func runRegionSampler(_ channel: Channel) throws -> ChildReport {
-        let slots = Swift.max(16, Swift.min(1024, (64 << 20) / size))
-        let free = SlotStack(count: slots)
-        let region = try channel.factory.makeUnmanagedRegion(
-            size: slots * size, callback: .bulk { blocks in free.push(blocks.map { Int($0.hint) }) })
-        defer { region.destroy() }
-        func send(_ sequence: UInt64) throws {
-            var slot = free.pop()
-            while slot == nil {
-                sched_yield()
-                slot = free.pop()
-            }
-            let message = try region.makeMessage(offset: slot! * size, size: size, hint: UInt64(slot!))
-            message.withUnsafeMutableBytes { bytes in
-                if memset { _ = Glibc.memset(bytes.baseAddress!, Int32(truncatingIfNeeded: sequence), bytes.count) }
-                bytes.storeBytes(of: sequence, toByteOffset: 0, as: UInt64.self)
-            }
-            let result = channel.send(message, timeout: 30_000)
-            guard case .transferred = result else { throw BenchError("region sampler: send \(sequence) failed: \(result)") }
-        }
-        var sequence = Self.warmupBit
-        let warmupEnd = clockSeconds() + warmup
-        while clockSeconds() < warmupEnd {
-            try send(sequence)
-            sequence += 1
-        }
-        let allocationsBefore = Allocations.now()
-        let cpuBefore = cpuSeconds()
-        let start = clockSeconds()
-        let end = start + self.seconds
-        sequence = 0
-        while true {
-            if sequence & 63 == 0 && clockSeconds() >= end { break }
-            try send(sequence)
-            sequence += 1
-        }
-        let elapsed = clockSeconds() - start
-        let allocations = Allocations.now() - allocationsBefore
-        let cpu = cpuSeconds() - cpuBefore
-        try send(Self.endMark)
         var byte: UInt8 = 0
         while read(0, &byte, 1) > 0 {}
         return ChildReport(

@@ -12,7 +12,7 @@ final class HeartbeatThread: @unchecked Sendable {
     private let slot: Int
     private let publish: @Sendable () -> Void
     private let stopWord: UnsafeMutablePointer<UInt32>
-    private var thread: pthread_t?
+    private var thread: BackgroundThread?
 
     init(management: ManagementSegment, slot: Int, publish: @escaping @Sendable () -> Void) {
         self.management = management
@@ -29,18 +29,7 @@ final class HeartbeatThread: @unchecked Sendable {
     }
 
     func start() {
-        var tid = pthread_t()
-        let context = Unmanaged.passRetained(self).toOpaque()
-        let rc = pthread_create(&tid, nil, { raw in
-            let me = Unmanaged<HeartbeatThread>.fromOpaque(raw!).takeRetainedValue()
-            me.run()
-            return nil
-        }, context)
-        if rc == 0 {
-            thread = tid
-        } else {
-            Unmanaged<HeartbeatThread>.fromOpaque(context).release()
-        }
+        thread = BackgroundThread { [self] in run() }
     }
 
     private func run() {
@@ -60,7 +49,7 @@ final class HeartbeatThread: @unchecked Sendable {
     func stop() {
         stopFlag.store(1, ordering: .releasing)
         _ = cshm_futex_wake(stopWord, Int32.max)
-        if let thread { pthread_join(thread, nil) }
+        thread?.join()
         thread = nil
     }
 }

@@ -262,7 +262,7 @@ final class ReleaseConsumer: @unchecked Sendable {
     private let queue: RegionReleaseQueue
     private let handler: @Sendable ([RegionRelease]) -> Void
     private let stopping = ManagedAtomic<Int>(-1)
-    private var thread: pthread_t?
+    private var thread: BackgroundThread?
 
     init(queue: RegionReleaseQueue, handler: @escaping @Sendable ([RegionRelease]) -> Void) {
         self.queue = queue
@@ -270,18 +270,7 @@ final class ReleaseConsumer: @unchecked Sendable {
     }
 
     func start() {
-        var tid = pthread_t()
-        let context = Unmanaged.passRetained(self).toOpaque()
-        let rc = pthread_create(&tid, nil, { raw in
-            let me = Unmanaged<ReleaseConsumer>.fromOpaque(raw!).takeRetainedValue()
-            me.run()
-            return nil
-        }, context)
-        if rc == 0 {
-            thread = tid
-        } else {
-            Unmanaged<ReleaseConsumer>.fromOpaque(context).release()
-        }
+        thread = BackgroundThread { [self] in run() }
     }
 
     private func run() {
@@ -314,7 +303,7 @@ final class ReleaseConsumer: @unchecked Sendable {
     func stop(lingerMilliseconds: Int) {
         stopping.store(max(0, lingerMilliseconds), ordering: .releasing)
         queue.wakeConsumer()
-        if let thread { pthread_join(thread, nil) }
+        thread?.join()
         thread = nil
     }
 }

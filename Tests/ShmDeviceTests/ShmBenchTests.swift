@@ -2,7 +2,7 @@ import Foundation
 import ShmTestSupport
 import Testing
 
-/// The main job in its short form: `shmbench` runs both transports, throughput and latency,
+/// The main job in its short form: `shmbench` runs both transports and region messages, throughput and latency,
 /// prints results.json with every field a reader needs, and writes the four files, the plot a
 /// real PNG; no shared memory is left behind.
 @Suite("shmbench")
@@ -13,7 +13,7 @@ struct ShmBenchTests {
         let results = try TemporaryDirectory()
         let run = try runTool(
             "shmbench",
-            ["--sizes", "64,65536", "--seconds", "0.1", "--warmup-seconds", "0.05", "--repetitions", "1", "--latency-sizes", "64",
+            ["--sizes", "64,65536", "--region-sizes", "64", "--seconds", "0.1", "--warmup-seconds", "0.05", "--repetitions", "1", "--latency-sizes", "64",
              "--segment-size", "\(64 << 20)", "--results", results.path, "--json"],
             environment: ["SHMTRANSPORT_SHM_DIR": shm.path])
         #expect(run.status == 0 && !run.crashed, "shmbench: \(run.stderr)")
@@ -23,12 +23,13 @@ struct ShmBenchTests {
         #expect((machine["cores"] as? Int ?? 0) >= 1 && machine["cpu"] is String && machine["kernel"] is String)
         let settings = try #require(json["settings"] as? [String: Any])
         #expect(settings["sizes"] as? [Int] == [64, 65536] && settings["transports"] as? [String] == ["shmem", "zeromq"])
+        #expect(settings["region_sizes"] as? [Int] == [64])
         #expect((json["problems"] as? [Any])?.isEmpty == true, "problems: \(json["problems"] ?? "none")")
 
         let throughput = try #require(json["throughput"] as? [[String: Any]])
-        #expect(throughput.count == 4)
-        for transport in ["shmem", "zeromq"] {
-            for size in [64, 65536] {
+        #expect(throughput.count == 5, "two transports × two sizes, and region messages at 64 B")
+        for (transport, sizes) in [("shmem", [64, 65536]), ("zeromq", [64, 65536]), ("shmem-region", [64])] {
+            for size in sizes {
                 let point = try #require(throughput.first { $0["transport"] as? String == transport && $0["size"] as? Int == size }, "\(transport) \(size)")
                 let median = point["median_messages_per_second"] as? Double ?? 0
                 #expect(median > 0 && (point["min_messages_per_second"] as? Double ?? .infinity) <= median)
