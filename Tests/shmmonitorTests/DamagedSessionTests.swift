@@ -10,8 +10,9 @@ import Testing
 /// A damaged management segment must not crash any tool, and must not keep any session from
 /// being cleaned (DESIGN.md, "Reading shared memory"). Real sessions are made by `shm-keepalive`
 /// and left behind by SIGKILL; one session's `_mng` is then corrupted in many ways (random bytes
-/// in its first 2 KiB, header words with high bits, truncation) and every mode runs on it, plus
-/// an attach through ShmCore (`shmcore-worker attach`): none may die of a signal, each exits with
+/// in its first 2 KiB, header words with high bits, words in its region table, truncation) and
+/// every mode runs on it, plus an attach through ShmCore (`shmcore-worker attach`) and a
+/// keep-alive that adopts and makes regions: none may die of a signal, each exits with
 /// a documented code within 30 s, and `-c` and `-c --all-sessions` still remove it (and the
 /// healthy one). (Before the attach checked the session lock, a damaged lock word hung it.)
 /// `SHMMONITOR_CORRUPTION_ROUNDS` sets the rounds (the long form: 2000).
@@ -25,9 +26,9 @@ struct DamagedSessionTests {
         let id: ShmID
         var objects: [String: [UInt8]]
 
-        init(_ label: String, in dir: ShmFixtureDirectory) throws {
+        init(_ label: String, in dir: ShmFixtureDirectory, regions: [String] = []) throws {
             session = ShmFixtureDirectory.uniqueSession(label)
-            let keeper = try KeepAliveChild(session: session, directory: dir.path, segments: ["0,65536"])
+            let keeper = try KeepAliveChild(session: session, directory: dir.path, segments: ["0,65536"], regions: regions)
             id = keeper.shmID
             keeper.kill()
             objects = [:]
@@ -53,7 +54,14 @@ struct DamagedSessionTests {
     /// One corruption of `bytes`, its kind named for the failure message.
     static func corrupt(_ bytes: [UInt8], _ rng: inout SplitMix64) -> (String, [UInt8]) {
         var out = bytes
-        switch rng.below(4) {
+        switch rng.below(5) {
+        case 4:
+            // The region table: its first two entries (the session's two regions).
+            let table = ManagementLayout.defaultRegionTableOffset
+            let at = table + rng.below(2 * ManagementLayout.RegionEntry.size / 4) * 4
+            let word: UInt32 = [UInt32.max, 1 << 31, UInt32(truncatingIfNeeded: rng.next()), 0, 2][rng.below(5)]
+            withUnsafeBytes(of: word.littleEndian) { for (i, b) in $0.enumerated() { out[at + i] = b } }
+            return ("32-bit word \(word) in the region table at offset \(at)", out)
         case 0:
             let n = 1 + rng.below(8)
             for _ in 0..<n { out[rng.below(2048)] = UInt8(truncatingIfNeeded: rng.next()) }
@@ -78,9 +86,9 @@ struct DamagedSessionTests {
     func corruptionFuzz() throws {
         let dir = try ShmFixtureDirectory("damaged", in: "/dev/shm")
         defer { #expect(dir.remove().isEmpty) }
-        let damaged = try LeftSession("damaged", in: dir)
+        let damaged = try LeftSession("damaged", in: dir, regions: ["100,65536", "101,4096"])
         let healthy = try LeftSession("healthy", in: dir)
-        try #require(damaged.objects.count == 2 && healthy.objects.count == 2, "\(dir.entries())")
+        try #require(damaged.objects.count == 8 && healthy.objects.count == 2, "\(dir.entries())")
         let pristine = try #require(damaged.objects[damaged.managementName])
         var rng = SplitMix64(seed: 0xDA_3A6E)
         var crashes: [String] = []
@@ -93,6 +101,11 @@ struct DamagedSessionTests {
                 ("shmmonitor", ["-v", "-s", damaged.session.rawValue, "--shm-dir", dir.path]),
                 ("shmmonitor", ["-c", "--dry-run", "-s", damaged.session.rawValue, "--shm-dir", dir.path]),
                 ("shmcore-worker", ["attach", "-s", damaged.session.rawValue, "--shm-dir", dir.path, "--segment-size", "65536"]),
+                // Reads and writes the region table: adopts region 100, makes region 102.
+                ("shm-keepalive", [
+                    "-s", damaged.session.rawValue, "--shm-dir", dir.path, "--segment", "0,65536", "--region", "100,65536",
+                    "--region", "102,4096", "--lifetime", "0.05", "--no-cleanup",
+                ]),
             ]
             for (tool, arguments) in runs {
                 // A hang is a failure too: timeout(1) ends it with status 124.
