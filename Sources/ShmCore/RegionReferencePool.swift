@@ -1,4 +1,5 @@
 import Atomics
+import ShmCleanup
 
 /// The reference counters of copied region messages: `fmq_<id>_rrc_<regionID>` (FairMQ's
 /// `rcSegmentSize` segment).
@@ -8,41 +9,32 @@ import Atomics
 /// adds one, every release takes one away, and the release that reaches 0 gives the counter back
 /// and acknowledges the block to the region's controller.
 ///
-/// ```
-/// offset  size  field
-///      0     8  magic "SHMTRRC1"
-///      8     4  capacity        counters in the pool
-///     12     4  (reserved)
-///     16     8  freeHead        atomic: (tag << 32) | (index + 1) of the first free counter, 0: none
-///     24     4  nextUnused      atomic: counters at and above it were never handed out
-///     28     4  inUse           atomic: counters handed out and not given back (for views)
-///     32    32  (reserved)
-///     64     …  capacity × 8 bytes: { count UInt32 atomic, nextFree UInt32 }
-/// ```
+/// Layout: `ShmCleanup.RegionPoolLayout`.
+///
 /// Lock-free: the free list is a stack with a tag against ABA; a process killed at any
 /// instruction leaks at most the counter it was taking or giving back, and blocks no one.
 struct RegionReferencePool {
-    static let magic: UInt64 = 0x3143_5252_544D_4853  // "SHMTRRC1"
-    static let headerSize = 64
-    static let counterSize = 8
+    typealias L = RegionPoolLayout
+    static let headerSize = L.headerSize
+    static let counterSize = L.counterSize
 
     let base: UnsafeMutableRawPointer
     let capacity: Int
 
     /// Counters a pool of `bytes` holds.
-    static func capacity(bytes: Int) -> Int { max(0, (bytes - headerSize) / counterSize) }
+    static func capacity(bytes: Int) -> Int { L.capacity(bytes: bytes) }
 
     /// Formats a new pool object of `size` bytes (its creator only, before anyone can open it).
     static func format(base: UnsafeMutableRawPointer, size: Int) {
         memset(base, 0, headerSize)
-        base.storeBytes(of: UInt32(capacity(bytes: size)), toByteOffset: 8, as: UInt32.self)
-        base.storeBytes(of: magic, toByteOffset: 0, as: UInt64.self)
+        base.storeBytes(of: UInt32(capacity(bytes: size)), toByteOffset: L.capacity, as: UInt32.self)
+        base.storeBytes(of: L.magic, toByteOffset: 0, as: UInt64.self)
     }
 
     /// The pool in an object of `size` bytes, or nil when it is not a formatted pool that fits.
     init?(base: UnsafeMutableRawPointer, size: Int) {
-        guard size >= Self.headerSize, base.load(fromByteOffset: 0, as: UInt64.self) == Self.magic else { return nil }
-        let capacity = Int(base.load(fromByteOffset: 8, as: UInt32.self))
+        guard size >= Self.headerSize, base.load(fromByteOffset: 0, as: UInt64.self) == L.magic else { return nil }
+        let capacity = Int(base.load(fromByteOffset: L.capacity, as: UInt32.self))
         guard capacity <= Self.capacity(bytes: size) else { return nil }
         self.base = base
         self.capacity = capacity
@@ -52,10 +44,10 @@ struct RegionReferencePool {
         UnsafeAtomic(at: (base + o).assumingMemoryBound(to: UnsafeAtomic<UInt32>.Storage.self))
     }
     private var freeHead: UnsafeAtomic<UInt64> {
-        UnsafeAtomic(at: (base + 16).assumingMemoryBound(to: UnsafeAtomic<UInt64>.Storage.self))
+        UnsafeAtomic(at: (base + L.freeHead).assumingMemoryBound(to: UnsafeAtomic<UInt64>.Storage.self))
     }
-    private var nextUnused: UnsafeAtomic<UInt32> { atomic32(24) }
-    private var inUse: UnsafeAtomic<UInt32> { atomic32(28) }
+    private var nextUnused: UnsafeAtomic<UInt32> { atomic32(L.nextUnused) }
+    private var inUse: UnsafeAtomic<UInt32> { atomic32(L.inUse) }
     private func count(_ index: Int) -> UnsafeAtomic<UInt32> { atomic32(Self.headerSize + index * Self.counterSize) }
     private func nextFreeOffset(_ index: Int) -> Int { Self.headerSize + index * Self.counterSize + 4 }
 

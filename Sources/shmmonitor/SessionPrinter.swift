@@ -22,8 +22,10 @@ struct SessionPrinter {
                 output.line("   unmanaged regions:")
                 for region in r.regions.sorted(by: { $0.id < $1.id }) {
                     let path = region.path.isEmpty ? "" : ", path: '\(region.path)'"
+                    let poolFile = s.objects.first { $0.name.kind == .regionRefCount(UInt32(region.id)) }?.path
+                    let pool = poolFile.flatMap(RegionPoolLayout.usage(atPath:)).map { ", rc pool: \($0.inUse)/\($0.capacity) in use" } ?? ""
                     output.line(
-                        "      [\(region.id)]: \(region.destroyed ? "destroyed" : "alive"), size: \(region.size), rcCountSegment size: \(region.rcSegmentSize), user flags: \(region.userFlags), creation flags: \(region.creationFlags), controller: \(region.controllerPID == 0 ? "none" : "pid \(region.controllerPID)")\(path)")
+                        "      [\(region.id)]: \(region.destroyed ? "destroyed" : "alive"), size: \(region.size), rcCountSegment size: \(region.rcSegmentSize), user flags: \(region.userFlags), creation flags: \(region.creationFlags), controller: \(region.controllerPID == 0 ? "none" : "pid \(region.controllerPID)")\(pool)\(path)")
                 }
             }
             if r.creatorSlurmJobID != 0 {

@@ -251,9 +251,13 @@ func fillRegionPattern(_ pointer: UnsafeMutableRawPointer, size: Int, hint: UInt
                 #expect(region.data.load(fromByteOffset: 60_000, as: UInt64.self) == 0)  // zeroed by the keep-alive
                 do { _ = try region.makeMessage(offset: 64, size: 32, hint: 9) }
                 #expect(log.wait(for: 1) && log.blocks.first?.hint == 9)
+                let held = try region.makeMessage(offset: 128, size: 8, hint: 10)
+                let heldCopy = try held.copy()
                 let view = try runTool(
                     "shmmonitor", ["-v", "-s", fixture.session.rawValue], environment: ["SHMTRANSPORT_SHM_DIR": fixture.shmDirectory.path])
                 #expect(view.stdout.contains("[100]: alive, size: 65536") && view.stdout.contains("controller: pid \(getpid())"), "\(view.stdout)")
+                #expect(view.stdout.contains("rc pool: 1/524280 in use"), "\(view.stdout)")
+                _ = (held, heldCopy)
                 let json = try runTool(
                     "shmmonitor", ["--json", "-v", "-s", fixture.session.rawValue],
                     environment: ["SHMTRANSPORT_SHM_DIR": fixture.shmDirectory.path])
