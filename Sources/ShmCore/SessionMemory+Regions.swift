@@ -102,7 +102,6 @@ extension SessionMemory {
         let controller = onRelease == nil ? nil : me
         let shmID = id
         let dir = directory
-        let slot = processSlot
         let logger = self.logger
         let lanes = mng.processTable.capacity
         let region = try mng.withLock { () throws(ShmCoreError) -> SessionRegion in
@@ -140,9 +139,7 @@ extension SessionMemory {
                 if let controller { mng.setRegionController(index: existing.index, controller) }
                 var adopted = existing
                 adopted.controllerPID = controller?.pid ?? existing.controllerPID
-                return try Self.openRegion(
-                    adopted, mng: mng, directory: dir, shmID: shmID, slot: slot, options: options, created: false, lanes: lanes,
-                    logger: logger)
+                return try openRegion(adopted, mng: mng, options: options, created: false)
             }
             // A new region: its objects first, its entry last, so a viewer never finds a half-made one.
             let name = ShmObjectName(shmID, .region(UInt32(regionID))).fileName
@@ -169,9 +166,7 @@ extension SessionMemory {
                     throw ShmCoreError(.corrupt, "the region entry just written cannot be read back; the session is damaged")
                 }
                 do throws(ShmCoreError) {
-                    return try Self.openRegion(
-                        entry, mng: mng, directory: dir, shmID: shmID, slot: slot, options: options, created: true, lanes: lanes,
-                        logger: logger)
+                    return try openRegion(entry, mng: mng, options: options, created: true)
                 } catch {
                     mng.markRegionDestroyed(index: index)
                     throw error
@@ -204,20 +199,14 @@ extension SessionMemory {
     public func region(id regionID: UInt16) throws(ShmCoreError) -> SessionRegion {
         if let known = regionStore.lookup(regionID), known.isCurrent { return known }
         guard let mng = management else { throw ShmCoreError(.detached, "the session memory was detached; create a new SessionMemory") }
-        let shmID = id
-        let dir = directory
-        let slot = processSlot
-        let logger = self.logger
-        let lanes = mng.processTable.capacity
         let region = try mng.withLock { () throws(ShmCoreError) -> SessionRegion in
             guard let entry = mng.aliveRegion(id: regionID) else {
                 throw ShmCoreError(
                     .unknownRegion,
                     "region \(regionID) does not exist in session '\(configuration.session)'; the sender named a region no process created, or it was destroyed",
-                    objectName: ShmObjectName(shmID, .region(UInt32(regionID))).fileName)
+                    objectName: ShmObjectName(id, .region(UInt32(regionID))).fileName)
             }
-            return try Self.openRegion(
-                entry, mng: mng, directory: dir, shmID: shmID, slot: slot, options: nil, created: false, lanes: lanes, logger: logger)
+            return try openRegion(entry, mng: mng, options: nil, created: false)
         }
         regionStore.install(region)
         return region
@@ -367,13 +356,13 @@ extension SessionMemory {
     }
 
     /// Maps a registered region's objects (caller holds the session lock).
-    private static func openRegion(
-        _ entry: ManagementSegment.RegionEntryInfo, mng: ManagementSegment, directory: Directory, shmID: ShmID, slot: Int,
-        options: RegionOptions?, created: Bool, lanes: Int, logger: Logger
+    private func openRegion(
+        _ entry: ManagementSegment.RegionEntryInfo, mng: ManagementSegment, options: RegionOptions?, created: Bool
     ) throws(ShmCoreError) -> SessionRegion {
+        let shmID = id
         let n = UInt32(entry.id)
         let name = ShmObjectName(shmID, .region(n)).fileName
-        let (regionDir, regionName) = try regionLocation(path: entry.path, name: name, shmDirectory: directory)
+        let (regionDir, regionName) = try Self.regionLocation(path: entry.path, name: name, shmDirectory: directory)
         func missing(_ what: String) -> ShmCoreError {
             ShmCoreError(
                 .corrupt, "region \(entry.id) is registered but its \(what) is missing or damaged; the session is damaged, clean it (shmmonitor -c)",
@@ -396,6 +385,6 @@ extension SessionMemory {
         }
         return try SessionRegion(
             entry: entry, object: object, poolObject: pool, queueObject: queue, management: mng, directory: directory, shmID: shmID,
-            slot: slot, options: options, createdObjects: created, logger: logger)
+            slot: processSlot, options: options, createdObjects: created, logger: logger)
     }
 }
