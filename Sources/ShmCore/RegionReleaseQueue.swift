@@ -149,15 +149,6 @@ struct RegionReleaseQueue {
         return (0..<lanes).contains { atomic64(lane($0) + 8).load(ordering: .acquiring) != atomic64(lane($0)).load(ordering: .relaxed) }
     }
 
-    /// Entries waiting in the lanes (for views).
-    var pendingCount: Int {
-        let lanes = min(laneCount, Int(atomic32(24).load(ordering: .relaxed)))
-        return (0..<lanes).reduce(0) { total, i in
-            let n = Int(truncatingIfNeeded: atomic64(lane(i) + 8).load(ordering: .relaxed) &- atomic64(lane(i)).load(ordering: .relaxed))
-            return total + max(0, min(n, laneCapacity))
-        }
-    }
-
     /// The consumer: sleeps until a producer pushes or `milliseconds` pass (no lost wake-up:
     /// the lanes are checked again after announcing the sleep).
     func waitForReleases(milliseconds: Int) {

@@ -36,10 +36,6 @@ final class RegionStore: @unchecked Sendable {
                 UInt(bitPattern: Unmanaged.passUnretained(region).toOpaque()), ordering: .releasing)
         }
     }
-
-    func withLock<T>(_ body: ([UInt16: SessionRegion]) -> T) -> T { kept.withLock { body($0.current) } }
-
-    var all: [SessionRegion] { kept.withLock { Array($0.current.values) + $0.retired } }
 }
 
 /// What a subscriber to region events learns about one region or managed segment.

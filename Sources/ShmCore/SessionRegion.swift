@@ -161,10 +161,6 @@ public final class SessionRegion: @unchecked Sendable {
 
     /// Counters of the reference-count pool in use (0 without a pool).
     public var referenceCountsInUse: Int { pool?.countersInUse ?? 0 }
-    /// Counters the pool holds (0 without a pool).
-    public var referenceCountCapacity: Int { pool?.capacity ?? 0 }
-    /// Acknowledgements written but not yet taken by the controller.
-    public var pendingReleases: Int { queue.pendingCount }
 
     /// Whether `offset ..< offset + size` lies inside the region.
     public func contains(offset: UInt64, size: UInt64) -> Bool {

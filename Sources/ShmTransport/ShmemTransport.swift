@@ -170,12 +170,15 @@ extension Socket {
         let count = received.count
         // Check every part before taking any, so a bad message leaves nothing half-owned. A valid
         // block is exactly what its descriptor names, so the blocks are rebuilt from the descriptors.
+        receivedRegions.removeAll(keepingCapacity: true)
         for index in 0..<count where !received[index].isEmpty {
             let descriptor = received[index]
             do {
                 if descriptor.inRegion {
-                    _ = try shm.memory.validatedRegionBlock(
-                        regionID: descriptor.regionID, offset: descriptor.offset, size: descriptor.size, counter: descriptor.counter)
+                    // Kept for the install below: the region is looked up once, and a controller
+                    // destroying it meanwhile cannot make the install fail.
+                    receivedRegions.append(try shm.memory.validatedRegionBlock(
+                        regionID: descriptor.regionID, offset: descriptor.offset, size: descriptor.size, counter: descriptor.counter))
                 } else {
                     _ = try shm.memory.validatedBlock(segmentID: descriptor.segmentID, offset: descriptor.offset, size: descriptor.size)
                 }
@@ -191,13 +194,14 @@ extension Socket {
                 "metadata parts \(earlier + 1) and \(later + 1) name the same block; a block has one owner, so the frame is corrupt"))
         }
         if single != nil && count != 1 {
-            for descriptor in received where !descriptor.isEmpty { release(descriptor, shm.memory) }
+            releaseReceived(from: 0, shm.memory)
             return .error(TransportError(
                 .wrongPartCount,
                 "received a multipart message of \(count) parts where one message was expected; it was freed. Receive it with receive(_ parts:)"))
         }
         if reuseParts { trimParts(&parts, to: count) }
         var total = 0
+        var nextRegion = 0
         for index in 0..<count {
             let descriptor = received[index]
             let target = reuseParts ? reusedTarget(&parts, index) : nextTarget(single, &parts)
@@ -206,8 +210,8 @@ extension Socket {
                 continue
             }
             if descriptor.inRegion {
-                // Validated above: the region is mapped and the block lies inside it.
-                let region = try! shm.memory.region(id: descriptor.regionID)
+                let region = receivedRegions[nextRegion]
+                nextRegion += 1
                 let payload = RegionPayload(
                     region: region, memory: shm.memory, offset: descriptor.offset, hint: descriptor.hint, counter: descriptor.counter)
                 target.install(.region(payload), base: region.base + Int(descriptor.offset), size: Int(descriptor.size))
@@ -227,7 +231,7 @@ extension Socket {
                     address = alignedAddress
                 } catch {
                     shm.memory.release(block)
-                    for rest in (index + 1)..<count where !received[rest].isEmpty { release(received[rest], shm.memory) }
+                    releaseReceived(from: index + 1, shm.memory)
                     return .error(error)
                 }
             }
@@ -237,14 +241,18 @@ extension Socket {
         return .transferred(total)
     }
 
-    /// Lets go of a received part that is not handed to the caller.
-    private func release(_ descriptor: BlockDescriptor, _ memory: SessionMemory) {
-        if descriptor.inRegion {
-            guard let region = try? memory.region(id: descriptor.regionID) else { return }
-            memory.releaseRegionBlock(
-                region, counter: descriptor.counter, RegionRelease(offset: descriptor.offset, size: descriptor.size, hint: descriptor.hint))
-        } else {
-            memory.release(descriptor.block)
+    /// Lets go of the validated parts from `first` on that are not handed to the caller.
+    private func releaseReceived(from first: Int, _ memory: SessionMemory) {
+        var nextRegion = received[..<first].lazy.filter { !$0.isEmpty && $0.inRegion }.count
+        for descriptor in received[first...] where !descriptor.isEmpty {
+            if descriptor.inRegion {
+                memory.releaseRegionBlock(
+                    receivedRegions[nextRegion], counter: descriptor.counter,
+                    RegionRelease(offset: descriptor.offset, size: descriptor.size, hint: descriptor.hint))
+                nextRegion += 1
+            } else {
+                memory.release(descriptor.block)
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 import CZeroMQ
 import Logging
+import ShmCore
 
 #if canImport(Glibc)
 @preconcurrency import Glibc
@@ -69,6 +70,8 @@ public final class Socket: @unchecked Sendable {
     // no access to these fields overlaps another; the dynamic checks cost a few % of a transfer.
     /// The parts of the shmem message being received (reused, so a receive allocates nothing).
     @exclusivity(unchecked) var received: [BlockDescriptor] = []
+    /// The regions of the region parts of `received`, in order (found while validating them).
+    @exclusivity(unchecked) var receivedRegions: [SessionRegion] = []
 
     /// Messages (a multipart counts as one) and payload bytes moved so far.
     @exclusivity(unchecked) public private(set) var messagesSent = 0

@@ -70,7 +70,6 @@ public final class UnmanagedRegion: @unchecked Sendable {
     public let userFlags: UInt64
     let shared: SessionRegion?
     private let callback: RegionCallback?
-    private let localMapping: Bool
     private let destroyed = ManagedAtomic<Bool>(false)
 
     init(factory: TransportFactory, size: Int, configuration: RegionConfiguration, callback: RegionCallback?) throws(TransportError) {
@@ -105,7 +104,6 @@ public final class UnmanagedRegion: @unchecked Sendable {
             data = region.base
             self.size = region.size
             userFlags = region.userFlags
-            localMapping = false
         } else {
             guard size > 0 else { throw TransportError(.invalidArgument, "region size \(size) is not positive; give the size of the buffer in bytes") }
             guard let memory = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | configuration.creationFlags, -1, 0),
@@ -123,13 +121,12 @@ public final class UnmanagedRegion: @unchecked Sendable {
             data = memory
             self.size = size
             userFlags = configuration.userFlags
-            localMapping = true
         }
     }
 
     deinit {
         destroy()
-        if localMapping { munmap(data, size) }
+        if shared == nil { munmap(data, size) }  // a zeromq region: this process's own mapping
     }
 
     /// Stops the callbacks after the linger time and, with `removeOnDestruction`, removes the

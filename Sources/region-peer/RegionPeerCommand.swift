@@ -120,11 +120,7 @@ struct RegionPeerCommand: ParsableCommand {
     }
 
     private func failure(_ text: String) -> ExitCode {
-        FileHandleStandardError.write("region-peer: \(text)\n")
+        fputs("region-peer: \(text)\n", stderr)
         return ExitCode(1)
     }
-}
-
-enum FileHandleStandardError {
-    static func write(_ text: String) { fputs(text, stderr) }
 }
