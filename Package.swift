@@ -105,7 +105,7 @@ let package = Package(
         .executableTarget(
             name: "shmmonitor",
             dependencies: [
-                "ShmCleanup", "CShmTransport",
+                "ShmCleanup", "ShmCore", "CShmTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -258,7 +258,10 @@ let package = Package(
         ),
         .testTarget(
             name: "shmmonitorTests",
-            dependencies: ["ShmCleanup", "ShmTestSupport", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: [
+                "ShmCleanup", "ShmCore", "ShmTestSupport", .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
             swiftSettings: strictSettings
         ),
     ]

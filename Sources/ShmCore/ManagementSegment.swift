@@ -51,11 +51,7 @@ final class ManagementSegment: @unchecked Sendable {
         (base + geometry.lockOffset).assumingMemoryBound(to: pthread_mutex_t.self)
     }
 
-    static func nowNanos() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-    }
+    static func nowNanos() -> UInt64 { WallClock.nanoseconds() }
 
     // MARK: Create or attach
 
@@ -74,16 +70,12 @@ final class ManagementSegment: @unchecked Sendable {
                     creatorSlurmJobID: env("SLURM_JOB_ID") ?? 0, creatorSlurmStepID: env("SLURM_STEP_ID"),
                     flags: noCleanup ? ManagementLayout.Flags.noCleanup : 0, createdAtNanos: nowNanos(),
                     ready: false)
-                let bytes = record.encoded()
-                bytes.withUnsafeBytes { object.base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
                 let segment = ManagementSegment(object: object, created: true, geometry: .standard)
-                let rc = RobustMutex.initialise(segment.mutex)
+                let rc = segment.write(record)
                 if rc != 0 {
                     directory.unlink(name)
                     throw ShmCoreError(.systemCall, "cannot initialise the session lock in '\(name)'", objectName: name, errno: rc)
                 }
-                segment.atomic32(H.lockState).store(ManagementLayout.LockState.ready, ordering: .releasing)
-                segment.atomic32(H.state).store(ManagementLayout.State.ready, ordering: .releasing)
                 logger.debug("management segment created", metadata: ["shm.object": "\(name)"])
                 return segment
             }
@@ -143,6 +135,35 @@ final class ManagementSegment: @unchecked Sendable {
             }
             usleep(1000)
         }
+    }
+
+    /// Writes `record` as the whole content (standard geometry, `ready: false` in it), a fresh
+    /// session lock, and `state = ready` last; nobody may use the segment meanwhile (its creator,
+    /// or a reset of a session no process is attached to). Attachers wait while it is not ready.
+    /// - Returns: 0, or the error number of the lock's initialisation.
+    func write(_ record: ManagementRecord, regionCounter: UInt32 = 1024) -> Int32 {
+        atomic32(H.state).store(ManagementLayout.State.initialising, ordering: .sequentiallyConsistent)
+        var fresh = record
+        fresh.ready = false
+        let bytes = fresh.encoded()
+        bytes.withUnsafeBytes { object.base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        setU32(H.regionCounter, regionCounter)
+        let rc = RobustMutex.initialise(mutex)
+        if rc != 0 { return rc }
+        atomic32(H.lockState).store(ManagementLayout.LockState.ready, ordering: .releasing)
+        atomic32(H.state).store(ManagementLayout.State.ready, ordering: .releasing)
+        return 0
+    }
+
+    /// Opens an existing management segment to overwrite it with ``write(_:regionCounter:)``,
+    /// whatever it holds now (growing it to the standard size when it is smaller).
+    static func openForRewrite(_ name: String, in directory: Directory) throws(ShmCoreError) -> ManagementSegment? {
+        let size = ManagementLayout.defaultTotalSize
+        if let object = try SharedObject.create(name, size: size, in: directory) {
+            return ManagementSegment(object: object, created: true, geometry: .standard)
+        }
+        guard let object = try SharedObject.open(name, in: directory, minimumSize: 1, growTo: size) else { return nil }
+        return ManagementSegment(object: object, created: false, geometry: .standard)
     }
 
     /// Makes sure the session lock is initialised (a creator such as an older keep-alive may

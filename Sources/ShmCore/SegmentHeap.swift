@@ -87,8 +87,10 @@ struct SegmentHeap: @unchecked Sendable {
 
     /// Formats a fresh (zero or garbage) segment. The caller holds the session lock, so no
     /// other process looks at the segment yet; `state = ready` is stored last.
+    /// - Parameter flags: ``SegmentLayout/Flags`` bits, fixed for the segment's life.
     static func format(
-        base: UnsafeMutableRawPointer, size: Int, segmentID: UInt16, strategy: AllocationStrategy, arenaCount: Int
+        base: UnsafeMutableRawPointer, size: Int, segmentID: UInt16, strategy: AllocationStrategy, arenaCount: Int,
+        flags: UInt8 = 0
     ) -> Int32 {
         let heap = SegmentHeap(base: base)
         heap.atomic32(SegmentLayout.Header.state).store(SegmentLayout.unformatted, ordering: .sequentiallyConsistent)
@@ -99,6 +101,7 @@ struct SegmentHeap: @unchecked Sendable {
         heap.setU64(SegmentLayout.Header.segmentSize, UInt64(size))
         base.storeBytes(of: segmentID, toByteOffset: SegmentLayout.Header.segmentID, as: UInt16.self)
         base.storeBytes(of: strategy.code, toByteOffset: SegmentLayout.Header.allocator, as: UInt8.self)
+        base.storeBytes(of: flags, toByteOffset: SegmentLayout.Header.flags, as: UInt8.self)
         heap.setU32(SegmentLayout.Header.arenaCount, UInt32(arenaCount))
         heap.setU64(SegmentLayout.Header.heapOffset, UInt64(heapOffset))
         base.storeBytes(of: getpid(), toByteOffset: SegmentLayout.Header.creatorPID, as: Int32.self)

@@ -14,6 +14,7 @@
 /// 16                8      segmentSize
 /// 24                2      segmentID
 /// 26                1      allocator: 0 rbtree_best_fit, 1 simple_seq_fit
+/// 27                1      flags: bit 0 message records (see below); fixed when formatted
 /// 28                4      arenaCount (1...16)
 /// 32                8      heapOffset (first byte of arena 0's range, 4 KiB aligned)
 /// 40                4      creatorPID
@@ -49,6 +50,15 @@
 ///        (lets the pruner of a dead process free its cache); 0 otherwise
 /// ```
 ///
+/// Message record (segments formatted with ``SegmentLayout/Flags/messageRecords``, FairMQ's
+/// `FAIRMQ_DEBUG_MODE` at run time): every allocation asks for 32 bytes more and writes this
+/// record into the last 32 bytes of its chunk, where a walk finds it from the chunk size alone:
+/// ```
+///  0  4  magic UInt32 "SHMR"        4  creator pid Int32
+///  8  8  size UInt64 (the payload bytes asked for, or shrunk to)
+/// 16  8  creation time UInt64 (CLOCK_REALTIME, ns)    24  payload - chunk UInt32   28 reserved
+/// ```
+///
 /// The chunk sizes alone make the heap walkable from `start` to `end`; every operation changes
 /// them with single 8-byte stores such that the heap stays walkable after each one. That is
 /// what makes crash recovery possible (see `docs/shmcore.md`).
@@ -68,6 +78,24 @@ enum SegmentLayout {
         static let creatorPID = 40
         static let waitingSlots = 64
         static let roomSequence = 96
+        static let flags = 27
+    }
+
+    /// Bits of the header's `flags` byte.
+    enum Flags {
+        /// Every allocation writes a ``SegmentLayout/Record`` (what `shmmonitor --debug` lists).
+        static let messageRecords: UInt8 = 1
+    }
+
+    /// The record at the end of a used chunk of a segment with message records.
+    enum Record {
+        static let size = 32
+        static let magic = 0
+        static let creatorPID = 4
+        static let payloadSize = 8
+        static let createdAt = 16
+        static let payloadDelta = 24
+        static let magicValue: UInt32 = 0x524d_4853  // "SHMR" in memory order
     }
 
     static let unformatted: UInt32 = 0

@@ -67,6 +67,11 @@ public struct SessionConfiguration: Sendable {
     /// Bytes of freed blocks this process keeps for reuse without taking a shared lock; `nil`
     /// picks min(segment / 16, 16 MiB), 0 turns the cache off. A killed process leaks at most this.
     public var localCacheBytes: Int?
+    /// Give a segment this process creates a record per message (creator pid, size, creation
+    /// time) that `shmmonitor --debug` lists: FairMQ's `FAIRMQ_DEBUG_MODE`, chosen per session at
+    /// run time. Costs 32 bytes and a clock read per allocation; an existing segment keeps its own
+    /// setting.
+    public var messageRecords: Bool
 
     /// Creates a configuration; every argument has FairMQ's default.
     public init(
@@ -83,7 +88,8 @@ public struct SessionConfiguration: Sendable {
         prefaultSegment: Bool = false,
         noCleanup: Bool = false,
         arenaCount: Int? = nil,
-        localCacheBytes: Int? = nil
+        localCacheBytes: Int? = nil,
+        messageRecords: Bool = false
     ) {
         self.session = session
         self.directory = directory
@@ -99,7 +105,13 @@ public struct SessionConfiguration: Sendable {
         self.noCleanup = noCleanup
         self.arenaCount = arenaCount
         self.localCacheBytes = localCacheBytes
+        self.messageRecords = messageRecords
     }
+}
+
+extension SessionConfiguration {
+    /// The ``SegmentLayout/Flags`` of a segment this configuration creates.
+    var segmentFlags: UInt8 { messageRecords ? SegmentLayout.Flags.messageRecords : 0 }
 }
 
 /// A block handed out by the allocator: a plain value, valid in every process of the session.

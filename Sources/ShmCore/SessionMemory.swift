@@ -50,6 +50,10 @@ public final class SessionMemory: @unchecked Sendable {
     private let takingRemoteFrees = ManagedAtomic<Bool>(false)
     /// "Segment full" lines, at most one a second.
     private let fullReport = SegmentFullReport()
+    /// Bytes every allocation adds for its message record: 32 when this process's segment
+    /// records messages (``SessionConfiguration/messageRecords``), else 0. Set once in `init`.
+    private var recordBytes = 0
+    private let pid = getpid()
     /// Test hook: a ``CrashPoint`` raw value index + 1 armed by ``armCrash(at:)``, 0 when none.
     private let armedCrash = ManagedAtomic<Int>(0)
 
@@ -137,6 +141,12 @@ public final class SessionMemory: @unchecked Sendable {
         do {
             let heap = try segment(configuration.segmentID, create: true)
             RemoteFreeList(heap, slot: slot).open()
+            recordBytes = heap.recordsMessages ? SegmentLayout.Record.size : 0
+            if heap.recordsMessages != configuration.messageRecords {
+                logger.warning(
+                    "segment \(configuration.segmentID) \(heap.recordsMessages ? "records" : "does not record") messages, unlike this process's configuration; keeping the segment's",
+                    metadata: ["shm.segment": "\(configuration.segmentID)"])
+            }
         } catch {
             detach()
             throw error
@@ -211,7 +221,8 @@ public final class SessionMemory: @unchecked Sendable {
                         let strategy = AllocationStrategy(code: info.allocator) ?? .rbtreeBestFit
                         let arenas = config.arenaCount ?? SegmentLayout.defaultArenaCount(segmentSize: object.size)
                         let rc = SegmentHeap.format(
-                            base: object.base, size: object.size, segmentID: segmentID, strategy: strategy, arenaCount: arenas)
+                            base: object.base, size: object.size, segmentID: segmentID, strategy: strategy, arenaCount: arenas,
+                            flags: config.segmentFlags)
                         guard rc == 0 else {
                             throw ShmCoreError(.systemCall, "cannot initialise the locks of '\(name)'", objectName: name, errno: rc)
                         }
@@ -250,7 +261,7 @@ public final class SessionMemory: @unchecked Sendable {
                 let arenas = config.arenaCount ?? SegmentLayout.defaultArenaCount(segmentSize: object.size)
                 let rc = SegmentHeap.format(
                     base: object.base, size: object.size, segmentID: segmentID, strategy: config.allocationStrategy,
-                    arenaCount: arenas)
+                    arenaCount: arenas, flags: config.segmentFlags)
                 guard rc == 0 else {
                     dir.unlink(name)
                     throw ShmCoreError(.systemCall, "cannot initialise the locks of '\(name)'", objectName: name, errno: rc)
@@ -337,11 +348,17 @@ public final class SessionMemory: @unchecked Sendable {
         // Take back what peers released on every allocation, so the chain stays short: a process
         // killed while walking it leaks only those few blocks (DESIGN.md allows blocks in flight).
         if RemoteFreeList(heap, slot: processSlot).hasBlocks { takeRemoteFrees(heap) }
-        if align == 16, let block = popCached(heap, size: size) { return block }
-        if let payload = tryAllocate(heap, size: size, alignment: align) {
-            return ShmBlock(segmentID: ownSegmentID, offset: UInt64(payload), size: UInt64(size))
+        let need = size + recordBytes
+        let payload: Int
+        if align == 16, let cached = popCached(heap, size: need) {
+            payload = cached
+        } else if let allocated = tryAllocate(heap, size: need, alignment: align) {
+            payload = allocated
+        } else {
+            payload = try allocateSlowly(heap, size: need, alignment: align, asked: size)
         }
-        return try allocateSlowly(heap, size: size, alignment: align)
+        if recordBytes != 0 { heap.writeRecord(payload: payload, size: size, pid: pid) }
+        return ShmBlock(segmentID: ownSegmentID, offset: UInt64(payload), size: UInt64(size))
     }
 
     /// Allocates a block for each of `sizes` (FairMQ #480: many messages at once), taking each
@@ -360,15 +377,18 @@ public final class SessionMemory: @unchecked Sendable {
         let align = max(16, alignment)
         let heap = SegmentHeap(base: b)
         takeRemoteFrees(heap)
+        let extra = recordBytes
+        let needs = sizes.lazy.map { $0 + extra }
         let payloads = [Int](unsafeUninitializedCapacity: sizes.count) { buffer, count in
-            for arena in arenaOrder(heap, need: SegmentHeap.chunkSize(size: sizes.max()!, alignment: align))
-            where heap.allocate(arena: arena, sizes: sizes, alignment: align, owner: allocatedMark, into: buffer) {
+            for arena in arenaOrder(heap, need: SegmentHeap.chunkSize(size: sizes.max()! + extra, alignment: align))
+            where heap.allocate(arena: arena, sizes: needs, alignment: align, owner: allocatedMark, into: buffer) {
                 count = sizes.count
                 return
             }
             count = 0
         }
         if payloads.count == sizes.count {
+            if extra != 0 { for (p, size) in zip(payloads, sizes) { heap.writeRecord(payload: p, size: size, pid: pid) } }
             return zip(payloads, sizes).map { ShmBlock(segmentID: ownSegmentID, offset: UInt64($0), size: UInt64($1)) }
         }
         // No arena holds the whole batch: one by one, with the bad-alloc policy for each.
@@ -383,13 +403,14 @@ public final class SessionMemory: @unchecked Sendable {
         return blocks
     }
 
-    /// A block from the local cache, live again (reference count 1, marked as this process's).
-    @inline(__always) private func popCached(_ heap: SegmentHeap, size: Int) -> ShmBlock? {
+    /// A block from the local cache, live again (reference count 1, marked as this process's):
+    /// its payload offset.
+    @inline(__always) private func popCached(_ heap: SegmentHeap, size: Int) -> Int? {
         guard let chunk = cache.pop(heap, need: SegmentHeap.chunkSize(size: size, alignment: 16)) else { return nil }
         let h = chunk + 32 - SegmentLayout.Block.headerSize
         heap.atomic32(h + SegmentLayout.Block.refCount).store(1, ordering: .relaxed)
         heap.base.storeBytes(of: allocatedMark, toByteOffset: h + SegmentLayout.Block.cacheOwner, as: UInt16.self)
-        return ShmBlock(segmentID: ownSegmentID, offset: UInt64(chunk + 32), size: UInt64(size))
+        return chunk + 32
     }
 
     /// Takes back the blocks other processes released (``RemoteFreeList``): into the local
@@ -449,15 +470,17 @@ public final class SessionMemory: @unchecked Sendable {
     /// cache), then waits for room as the policy says, on the segment's futex (``RoomSignal``),
     /// woken by any process that frees memory of the segment. `.retry(attempts: a, interval: i)`
     /// gives up after waiting (a - 1) · i ms in all; `.forever` waits until there is room.
-    @inline(never) private func allocateSlowly(_ heap: SegmentHeap, size: Int, alignment: Int) throws(ShmCoreError) -> ShmBlock {
-        func attempt() -> ShmBlock? {
+    /// - Parameters:
+    ///   - size: the bytes to allocate (with the message record's, if any);
+    ///   - asked: the payload bytes the caller asked for (what the errors name).
+    /// - Returns: the payload offset.
+    @inline(never) private func allocateSlowly(_ heap: SegmentHeap, size: Int, alignment: Int, asked: Int) throws(ShmCoreError) -> Int {
+        func attempt() -> Int? {
             takeRemoteFrees(heap)
             if cache.bytes > 0 { cache.flush(into: heap) }
-            return tryAllocate(heap, size: size, alignment: alignment).map {
-                ShmBlock(segmentID: ownSegmentID, offset: UInt64($0), size: UInt64(size))
-            }
+            return tryAllocate(heap, size: size, alignment: alignment)
         }
-        if let block = attempt() { return block }
+        if let payload = attempt() { return payload }
         let need = SegmentHeap.chunkSize(size: size, alignment: alignment)
         var largest = 0  // a loop, not map/max: this path runs while a sampler waits for room
         for arena in 0..<heap.arenaCount {
@@ -468,7 +491,7 @@ public final class SessionMemory: @unchecked Sendable {
             let name = segmentName(ownSegmentID)
             throw ShmCoreError(
                 .badAlloc,
-                "requested message size \(size) (alignment \(alignment)) exceeds the largest arena (\(largest) bytes) of segment \(ownSegmentID) (\(heap.segmentSize) bytes); use a bigger segment size or fewer arenas",
+                "requested message size \(asked) (alignment \(alignment)) exceeds the largest arena (\(largest) bytes) of segment \(ownSegmentID) (\(heap.segmentSize) bytes); use a bigger segment size or fewer arenas",
                 objectName: name)
         }
         let budget: Int?  // milliseconds of waiting in all; nil = for ever
@@ -480,7 +503,7 @@ public final class SessionMemory: @unchecked Sendable {
             (budget, interval) = (overflowed ? nil : product, max(0, i))
         case .forever(let i): (budget, interval) = (nil, max(0, i))
         }
-        fullReport.note(logger: logger, size: size, freeBytes: heap.freeBytes, segment: ownSegmentID)
+        fullReport.note(logger: logger, size: asked, freeBytes: heap.freeBytes, segment: ownSegmentID)
         if budget != 0 {
             let signal = RoomSignal(heap)
             // The bit is the slot's, so the process's first waiting thread sets it and its last
@@ -501,10 +524,10 @@ public final class SessionMemory: @unchecked Sendable {
                 let sequence = signal.sequence
                 if isInterrupted {
                     throw ShmCoreError(
-                        .interrupted, "allocation of \(size) bytes was interrupted; the device is stopping or was told to",
+                        .interrupted, "allocation of \(asked) bytes was interrupted; the device is stopping or was told to",
                         objectName: segmentName(ownSegmentID))
                 }
-                if let block = attempt() { return block }
+                if let payload = attempt() { return payload }
                 let now = MonotonicClock.nanoseconds()
                 let remaining = deadline.map { $0 > now ? Int(($0 - now + 999_999) / 1_000_000) : 0 } ?? Int.max
                 if remaining <= 0 { break }
@@ -514,7 +537,7 @@ public final class SessionMemory: @unchecked Sendable {
         }
         throw ShmCoreError(
             .badAlloc,
-            "could not create a message of size \(size), alignment \(alignment): free memory \(heap.freeBytes) of \(heap.heapBytes) bytes in segment \(ownSegmentID); free messages sooner, use a bigger segment size, or allow retries (bad-alloc policy)",
+            "could not create a message of size \(asked), alignment \(alignment): free memory \(heap.freeBytes) of \(heap.heapBytes) bytes in segment \(ownSegmentID); free messages sooner, use a bigger segment size, or allow retries (bad-alloc policy)",
             objectName: segmentName(ownSegmentID))
     }
 
@@ -600,7 +623,15 @@ public final class SessionMemory: @unchecked Sendable {
     /// returned unchanged). The freed tail goes back to the segment.
     public func shrink(_ block: ShmBlock, to newSize: UInt64) -> ShmBlock {
         guard newSize < block.size, let b = base(block.segmentID) else { return block }
-        SegmentHeap(base: b).shrink(payload: Int(block.offset), to: Int(newSize))
+        let heap = SegmentHeap(base: b)
+        if heap.recordsMessages {
+            // The record sits at the chunk's end, which moves: keep its creator and time.
+            let old = heap.record(payload: Int(block.offset))
+            heap.shrink(payload: Int(block.offset), to: Int(newSize) + SegmentLayout.Record.size)
+            heap.writeRecord(payload: Int(block.offset), size: Int(newSize), pid: old.pid, createdAt: old.createdAt)
+        } else {
+            heap.shrink(payload: Int(block.offset), to: Int(newSize))
+        }
         return ShmBlock(segmentID: block.segmentID, offset: block.offset, size: newSize)
     }
 

@@ -76,7 +76,8 @@ final class SharedObject: @unchecked Sendable {
     /// Opens an existing object and maps it when it is at least `minimumSize` bytes (and never
     /// maps an empty one). The size is read from the opened descriptor, so it belongs to the
     /// same inode that is mapped even when the name is replaced meanwhile.
-    static func openExisting(_ name: String, in directory: Directory, minimumSize: Int) throws(ShmCoreError) -> Opening {
+    /// - Parameter growTo: first extend a smaller object to this many bytes (reserving them).
+    static func openExisting(_ name: String, in directory: Directory, minimumSize: Int, growTo: Int? = nil) throws(ShmCoreError) -> Opening {
         let fd = openat(directory.fd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC)
         if fd < 0 {
             let err = errno
@@ -92,6 +93,15 @@ final class SharedObject: @unchecked Sendable {
         guard fstat(fd, &st) == 0 else {
             throw ShmCoreError(.systemCall, "cannot stat '\(name)'", objectName: name, errno: errno)
         }
+        if let growTo, Int(st.st_size) < growTo {
+            var rc: Int32
+            repeat { rc = posix_fallocate(fd, 0, off_t(growTo)) } while rc == EINTR
+            guard rc == 0, fstat(fd, &st) == 0 else {
+                throw ShmCoreError(
+                    rc == ENOSPC ? .noSpace : .systemCall, "cannot grow '\(name)' in \(directory.path) to \(growTo) bytes; free space there",
+                    objectName: name, errno: rc == 0 ? errno : rc)
+            }
+        }
         let size = Int(st.st_size)
         guard size >= max(minimumSize, 1) else { return .tooSmall(size: size) }
         return .opened(try map(fd: fd, name: name, size: size, stat: st))
@@ -99,8 +109,10 @@ final class SharedObject: @unchecked Sendable {
 
     /// Opens an existing object; `nil` when it does not exist.
     /// - Parameter minimumSize: the object must be at least this big, and never empty (else `.corrupt`).
-    static func open(_ name: String, in directory: Directory, minimumSize: Int = 1) throws(ShmCoreError) -> SharedObject? {
-        switch try openExisting(name, in: directory, minimumSize: minimumSize) {
+    static func open(_ name: String, in directory: Directory, minimumSize: Int = 1, growTo: Int? = nil) throws(ShmCoreError)
+        -> SharedObject?
+    {
+        switch try openExisting(name, in: directory, minimumSize: minimumSize, growTo: growTo) {
         case .missing:
             return nil
         case .tooSmall(let size):
@@ -113,8 +125,26 @@ final class SharedObject: @unchecked Sendable {
         }
     }
 
+    /// Opens an existing object read-only, for tools that inspect a session without being part
+    /// of it; `nil` when it does not exist. Only a regular file is opened (`O_NONBLOCK`, so a FIFO
+    /// planted under the name does not block); its memory must never be written.
+    static func openReadOnly(_ name: String, in directory: Directory) throws(ShmCoreError) -> SharedObject? {
+        let fd = openat(directory.fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        if fd < 0 {
+            let err = errno
+            if err == ENOENT { return nil }
+            throw ShmCoreError(.systemCall, "cannot open '\(name)' in \(directory.path) to read it", objectName: name, errno: err)
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_size > 0 else {
+            throw ShmCoreError(.corrupt, "'\(name)' in \(directory.path) is not a non-empty regular file", objectName: name)
+        }
+        return try map(fd: fd, name: name, size: Int(st.st_size), stat: st, writable: false)
+    }
+
     /// Maps `size` bytes of `fd`; `st` is the descriptor's stat (its device and inode are kept).
-    private static func map(fd: Int32, name: String, size: Int, stat st: stat) throws(ShmCoreError) -> SharedObject {
+    private static func map(fd: Int32, name: String, size: Int, stat st: stat, writable: Bool = true) throws(ShmCoreError) -> SharedObject {
         // Map at a 2 MiB boundary in every process, so that offsets aligned within the object
         // (blocks up to 1 MiB alignment) are aligned addresses everywhere: reserve more address
         // space, map the object over its aligned part, give back the slack.
@@ -128,7 +158,9 @@ final class SharedObject: @unchecked Sendable {
         }
         let start = (Int(bitPattern: reserved) + alignment - 1) & ~(alignment - 1)
         let head = start - Int(bitPattern: reserved)
-        guard let base = mmap(UnsafeMutableRawPointer(bitPattern: start), size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0),
+        guard let base = mmap(
+                UnsafeMutableRawPointer(bitPattern: start), size, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED | MAP_FIXED,
+                fd, 0),
             base != MAP_FAILED
         else {
             let err = errno

@@ -10,7 +10,7 @@ public struct ShmCoreError: Error, Sendable, CustomStringConvertible {
         private enum Wrapped: Hashable, Sendable {
             case invalidArgument, systemCall, noSpace, foreignLayout, unsupportedVersion, corrupt
             case notReady, tableFull, badAlloc, interrupted, invalidBlock, unknownSegment, detached, noSession
-            case unknownRegion, regionSizeMismatch, regionHasController, referenceCountsExhausted
+            case unknownRegion, regionSizeMismatch, regionHasController, referenceCountsExhausted, sessionInUse
         }
         private let wrapped: Wrapped
         private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
@@ -49,6 +49,8 @@ public struct ShmCoreError: Error, Sendable, CustomStringConvertible {
         public static var regionHasController: Self { Self(.regionHasController) }
         /// The region's reference-count pool has no free counter for another copy.
         public static var referenceCountsExhausted: Self { Self(.referenceCountsExhausted) }
+        /// Live processes use the session, so it was left as it is (``ContentReset``).
+        public static var sessionInUse: Self { Self(.sessionInUse) }
         /// The session memory was already detached.
         public static var detached: Self { Self(.detached) }
 

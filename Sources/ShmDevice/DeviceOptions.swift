@@ -65,6 +65,8 @@ public struct DeviceOptions: ParsableArguments, Sendable {
     public var shmMonitor = BooleanValue(false)
     @Option(help: "The last device out leaves the session's memory in place.")
     public var shmNoCleanup = BooleanValue(false)
+    @Option(help: "A segment this device creates records every message (creator, size, time) for 'shmmonitor --debug'.")
+    public var shmMessageRecords = BooleanValue(false)
 
     @Option(help: "FairMQ's state machine control: static or interactive (both run straight to RUNNING here).")
     public var control: String = "interactive"
@@ -118,7 +120,7 @@ public struct DeviceOptions: ParsableArguments, Sendable {
             metadataMessageSize: shmMetadataMsgSize,
             zeroSegmentOnCreation: shmZeroSegmentOnCreation.value, mlockSegmentOnCreation: shmMlockSegmentOnCreation.value,
             zeroSegmentOnAttach: shmZeroSegment.value, mlockSegmentOnAttach: shmMlockSegment.value,
-            noCleanup: shmNoCleanup.value, ioThreads: ioThreads, defaultLinger: 500)
+            noCleanup: shmNoCleanup.value, messageRecords: shmMessageRecords.value, ioThreads: ioThreads, defaultLinger: 500)
         let configuration = DeviceConfiguration(
             id: id, transport: TransportKind(rawValue: transport) ?? .zeromq,
             channels: try DeviceConfiguration.channels(

@@ -44,6 +44,9 @@ public struct TransportConfiguration: Sendable {
     public var prefaultSegment: Bool
     /// The last process out leaves the session's memory in place (for keep-alive processes).
     public var noCleanup: Bool
+    /// A segment this process creates keeps a record per message (creator pid, size, time) for
+    /// `shmmonitor --debug` (FairMQ's `FAIRMQ_DEBUG_MODE`, here a run-time choice; ours).
+    public var messageRecords: Bool
     /// ZeroMQ I/O threads of the factory's context (1).
     public var ioThreads: Int
     /// Linger of new sockets in milliseconds (FairMQ: 1000); -1 = wait for ever on close.
@@ -68,6 +71,7 @@ public struct TransportConfiguration: Sendable {
         mlockSegmentOnAttach: Bool = sessionDefaults.mlockSegmentOnAttach,
         prefaultSegment: Bool = sessionDefaults.prefaultSegment,
         noCleanup: Bool = sessionDefaults.noCleanup,
+        messageRecords: Bool = sessionDefaults.messageRecords,
         ioThreads: Int = 1,
         defaultLinger: Int = 1000
     ) {
@@ -84,6 +88,7 @@ public struct TransportConfiguration: Sendable {
         self.mlockSegmentOnAttach = mlockSegmentOnAttach
         self.prefaultSegment = prefaultSegment
         self.noCleanup = noCleanup
+        self.messageRecords = messageRecords
         self.ioThreads = ioThreads
         self.defaultLinger = defaultLinger
     }
@@ -97,6 +102,6 @@ extension TransportConfiguration {
             allocationStrategy: allocationStrategy, badAlloc: badAlloc,
             zeroSegmentOnCreation: zeroSegmentOnCreation, mlockSegmentOnCreation: mlockSegmentOnCreation,
             zeroSegmentOnAttach: zeroSegmentOnAttach, mlockSegmentOnAttach: mlockSegmentOnAttach,
-            prefaultSegment: prefaultSegment, noCleanup: noCleanup)
+            prefaultSegment: prefaultSegment, noCleanup: noCleanup, messageRecords: messageRecords)
     }
 }

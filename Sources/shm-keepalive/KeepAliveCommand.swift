@@ -49,6 +49,9 @@ struct KeepAliveCommand: ParsableCommand {
     @Option(help: "Exit by itself after this many seconds (0: wait for a signal).")
     var lifetime: Double = 0
 
+    @Flag(name: .customLong("message-records"), help: "Segments created here record every message for 'shmmonitor --debug'.")
+    var messageRecords = false
+
     mutating func validate() throws {
         for spec in segments where parseSegment(spec) == nil {
             throw ValidationError("'--segment \(spec)' is not <id>,<size>; for example '--segment 0,1048576'")
@@ -80,7 +83,7 @@ struct KeepAliveCommand: ParsableCommand {
         let memory = try SessionMemory(
             SessionConfiguration(
                 session: sessionID, directory: directory, segmentSize: Int(specs[0].1), segmentID: specs[0].0,
-                noCleanup: noCleanup),
+                noCleanup: noCleanup, messageRecords: messageRecords),
             logger: logger)
         for (segmentID, size) in specs.dropFirst() {
             try memory.createSegment(segmentID, size: Int(size))

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import ShmCleanup
+import ShmCore
 import SystemPackage
 
 #if canImport(Glibc)
@@ -8,7 +9,8 @@ import SystemPackage
 #endif
 
 /// `--interactive/-i`: the view of one session, redrawn every `--interval` ms, with FairMQ's keys:
-/// `q` quits, `x` cleans the session, `h` shows or hides the help. With `-v` it is read-only:
+/// `q` quits, `x` cleans the session, `b` shows or hides the live messages (``DebugMode``),
+/// `h` shows or hides the help. With `-v` it is read-only:
 /// `x` is refused. Without `-v` it holds the session's monitor flag, as the original's non-view
 /// monitor does, so a second one (or a device's auto-launched daemon) does not start.
 /// As in the original, there is no timeout cleanup in this mode.
@@ -20,7 +22,7 @@ struct InteractiveMode {
     let logger: Logger
 
     static let help = [
-        "[q] quit   [x] clean the session (not with -v)   [h] show/hide this help",
+        "[q] quit   [x] clean the session (not with -v)   [b] show/hide the live messages   [h] show/hide this help",
     ]
 
     func run(output: Output) throws {
@@ -39,6 +41,7 @@ struct InteractiveMode {
         defer { terminal.restore() }
         let view = ViewMode(selection: selection, directory: directory, logger: logger)
         var showHelp = false
+        var showMessages = false
         var note = ""
         var refresh = 0
         while true {
@@ -48,6 +51,11 @@ struct InteractiveMode {
             print("")
             try view.run(output: output)
             print("")
+            if showMessages {
+                let records = (try? MessageRecords.read(target.id, directory: directory, logger: logger)) ?? []
+                for line in DebugMode.lines(records, shmID: target.id, now: WallClock.nanoseconds()) { print(line) }
+                print("")
+            }
             if showHelp { for line in Self.help { print(line) } }
             if !note.isEmpty { print(note) }
             fflush(nil)
@@ -57,6 +65,8 @@ struct InteractiveMode {
                 return
             case "h":
                 showHelp.toggle()
+            case "b":
+                showMessages.toggle()
             case "x":
                 if readOnly {
                     note = "x: refused, this monitor is read-only (-v); run 'shmmonitor -i' without -v, or 'shmmonitor -c', to clean"

@@ -5,7 +5,9 @@ import ShmCleanup
 struct SessionPrinter {
     let output: Output
 
-    func print(_ s: ShmSession) {
+    /// - Parameter messageCounts: live messages per segment where the segment keeps message
+    ///   records (the `msgs:` column; `NODEBUG` for the others, as in the original).
+    func print(_ s: ShmSession, messageCounts: [UInt16: Int] = [:]) {
         if let r = s.record {
             let devices = r.deviceCount
             output.line(
@@ -13,7 +15,7 @@ struct SessionPrinter {
             for seg in r.segments.sorted(by: { $0.id < $1.id }) {
                 let used = seg.size >= seg.freeBytes ? seg.size - seg.freeBytes : 0
                 output.line(
-                    "   [\(seg.id)]: total: \(seg.size), msgs: NODEBUG, free: \(seg.freeBytes), used: \(used), allocator: \(seg.allocatorName)")
+                    "   [\(seg.id)]: total: \(seg.size), msgs: \(messageCounts[seg.id].map { "\($0)" } ?? "NODEBUG"), free: \(seg.freeBytes), used: \(used), allocator: \(seg.allocatorName)")
             }
             if let mng = s.objects.first(where: { $0.name.kind == .management }) {
                 output.line("   [m]: total: \(mng.size), processes: \(r.processes.count)")

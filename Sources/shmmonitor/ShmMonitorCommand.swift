@@ -11,7 +11,8 @@ import SystemPackage
 ///
 /// Every `fairmq-shmmonitor` flag implemented here has the same meaning as in FairMQ; the
 /// extra flags are ours. The modes exclude each other (see `validate()`); `run()` picks
-/// get-shmid, cleanup, monitor, list-all, else view (the default).
+/// get-shmid, cleanup, reset-content, debug, monitor, interactive, metrics, list-all, else view (the default),
+/// the original's order for the modes it has.
 @main
 struct ShmMonitorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -48,6 +49,18 @@ struct ShmMonitorCommand: AsyncParsableCommand {
     /// FairMQ `--interval`.
     @Option(help: "With -i: milliseconds between redraws.")
     var interval: Int = 1000
+
+    /// FairMQ `--reset-content/-r`.
+    @Flag(
+        name: [.customShort("r"), .customLong("reset-content")],
+        help: "Rebuild the content of a session no process uses: segments formatted anew (messages gone), region queues emptied, the management segment rewritten from the objects found (recovers a damaged one); exit 3 while in use.")
+    var resetContent = false
+
+    /// FairMQ `--debug/-b`.
+    @Flag(
+        name: [.customShort("b"), .long],
+        help: "Print the live messages of the given sessions (segment, offset, size, creator pid, time, age) and exit; needs segments created with message records (--shm-message-records true).")
+    var debug = false
 
     /// FairMQ `--get-shmid`.
     @Flag(name: .customLong("get-shmid"), help: "Print the shm id of the session (-s) for the user (--user-id) and exit.")
@@ -86,10 +99,10 @@ struct ShmMonitorCommand: AsyncParsableCommand {
     var json = false
 
     mutating func validate() throws {
-        let modes = [getShmID, cleanup, listAll, monitorOptions.monitor, metrics, interactive].filter { $0 }.count
+        let modes = [getShmID, cleanup, resetContent, debug, listAll, monitorOptions.monitor, metrics, interactive].filter { $0 }.count
         if modes > 1 {
             throw ValidationError(
-                "'--get-shmid', '--cleanup', '--list-all', '--monitor', '--metrics' and '--interactive' are separate modes; give one of them")
+                "'--get-shmid', '--cleanup', '--reset-content', '--debug', '--list-all', '--monitor', '--metrics' and '--interactive' are separate modes; give one of them")
         }
         if interactive && (selection.session.count + selection.shmid.count > 1 || json) {
             throw ValidationError("'--interactive' shows one session on a terminal: give one '-s' or '--shmid', without '--json'")
@@ -102,8 +115,12 @@ struct ShmMonitorCommand: AsyncParsableCommand {
         }
         // As in FairMQ, -x, -d and -e without -m are accepted: the monitor is then view-only
         // (-x and -d change nothing), and -e cleans the session after the view is printed.
-        if monitorOptions.cleanOnExit && !monitorOptions.monitor && (cleanup || listAll || getShmID) {
-            throw ValidationError("'--clean-on-exit' applies to a view or a monitor; leave it out with '--cleanup', '--list-all' and '--get-shmid'")
+        if monitorOptions.cleanOnExit && !monitorOptions.monitor && (cleanup || resetContent || debug || listAll || getShmID) {
+            throw ValidationError(
+                "'--clean-on-exit' applies to a view or a monitor; leave it out with '--cleanup', '--reset-content', '--debug', '--list-all' and '--get-shmid'")
+        }
+        if resetContent && selection.session.count + selection.shmid.count > 1 {
+            throw ValidationError("'--reset-content' resets one session: give one '-s' or '--shmid'")
         }
         if monitorOptions.monitor && (selection.session.count + selection.shmid.count > 1 || view) {
             throw ValidationError("'--monitor' watches one session: give one '-s' or '--shmid', without '--view'")
@@ -141,6 +158,10 @@ struct ShmMonitorCommand: AsyncParsableCommand {
         } else if cleanup {
             try CleanupMode(selection: selection, options: cleanupOptions, directory: directory(), logger: logger)
                 .run(output: output)
+        } else if resetContent {
+            try ResetMode(selection: selection, directory: directory(), logger: logger).run(output: output)
+        } else if debug {
+            try DebugMode(selection: selection, directory: directory(), logger: logger).run(output: output)
         } else if monitorOptions.monitor {
             let target = try selection.resolve()[0].id
             try await MonitorMode(

@@ -1,5 +1,6 @@
 import Logging
 import ShmCleanup
+import ShmCore
 import SystemPackage
 
 /// `--view/-v` (and no mode): prints the selected sessions once.
@@ -24,7 +25,13 @@ struct ViewMode {
             return
         }
         let printer = SessionPrinter(output: output)
-        for session in scan.sessions { printer.print(session) }
+        for session in scan.sessions {
+            // Segments with message records give the `msgs:` column its count.
+            let records = (try? MessageRecords.read(session.shmID, directory: directory, logger: logger)) ?? []
+            let counts = Dictionary(
+                records.filter(\.recordsMessages).map { ($0.segmentID, $0.messages.count) }, uniquingKeysWith: { a, _ in a })
+            printer.print(session, messageCounts: counts)
+        }
         if scan.sessions.isEmpty { output.line("No segments found.") }
     }
 }
