@@ -104,6 +104,41 @@ struct TopologyTests {
         #expect(shm.entries() == [], "the last one out removes the session")
     }
 
+    /// With `--shm-message-records true`, `shmmonitor -b` lists the messages in flight to a
+    /// stopped sink: all the sampler's, all of its message size, none twice.
+    @Test func debugListsTheMessagesAStoppedSinkHasNotTakenYet() throws {
+        let shm = try ShmFixtureDirectory("dev-debug")
+        defer { _ = shm.remove() }
+        let records = ["--shm-message-records", "true"]
+        let pair = try RunningPair("debug", shm: shm, samplerArguments: records, sinkArguments: records)
+        pair.sink.signal(SIGSTOP)
+        // The queues between them fill up, then the sampler waits: what is in flight stays live.
+        var messages: [[String: Any]] = []
+        var last = -1
+        #expect(
+            waitUntil(seconds: 15) {
+                guard let result = try? runTool("shmmonitor", ["-b", "--json", "--shmid", "\(pair.id)", "--shm-dir", shm.path]),
+                    let object = try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any],
+                    let segments = (object["sessions"] as? [[String: Any]])?.first?["segments"] as? [[String: Any]]
+                else { return false }
+                messages = segments.flatMap { $0["messages"] as? [[String: Any]] ?? [] }
+                defer { last = messages.count }
+                usleep(200_000)
+                return messages.count > 1 && messages.count == last
+            }, "\(messages.count) messages")
+        #expect(messages.allSatisfy { $0["creator_pid"] as? Int == Int(pair.sampler.pid) && $0["size"] as? Int == 1024 })
+        #expect(Set(messages.compactMap { $0["offset"] as? Int }).count == messages.count)
+        let text = try runTool("shmmonitor", ["-b", "--shmid", "\(pair.id)", "--shm-dir", shm.path])
+        #expect(text.stdout.hasPrefix("found \(messages.count) messages."), "\(text.stdout.prefix(300))")
+        #expect(text.stdout.contains("size:       1024, creator PID: \(pair.sampler.pid), at: "))
+        pair.sink.signal(SIGCONT)
+        pair.sampler.signal(SIGINT)
+        pair.sink.signal(SIGINT)
+        #expect(pair.sampler.wait(seconds: 5) == 0, "sampler: \(pair.sampler.output)")
+        #expect(pair.sink.wait(seconds: 5) == 0, "sink: \(pair.sink.output)")
+        #expect(shm.entries() == [])
+    }
+
     @Test func sigkilledDevicesLeaveASessionThatShmmonitorRemoves() throws {
         let shm = try ShmFixtureDirectory("dev-kill")
         defer { _ = shm.remove() }

@@ -14,7 +14,7 @@ import Testing
 /// every mode runs on it, plus an attach through ShmCore (`shmcore-worker attach`) and a
 /// keep-alive that adopts and makes regions: none may die of a signal, each exits with
 /// a documented code within 30 s, and `-c` and `-c --all-sessions` still remove it (and the
-/// healthy one). (Before the attach checked the session lock, a damaged lock word hung it.)
+/// healthy one). Every fourth round `-r` rebuilds it instead, and an attach must then succeed. (Before the attach checked the session lock, a damaged lock word hung it.)
 /// `SHMMONITOR_CORRUPTION_ROUNDS` sets the rounds (the long form: 2000).
 @Suite("Damaged management segments", .serialized)
 struct DamagedSessionTests {
@@ -100,6 +100,8 @@ struct DamagedSessionTests {
                 ("shmmonitor", ["--list-all", "--shm-dir", dir.path, "--json"]),
                 ("shmmonitor", ["-v", "-s", damaged.session.rawValue, "--shm-dir", dir.path]),
                 ("shmmonitor", ["-c", "--dry-run", "-s", damaged.session.rawValue, "--shm-dir", dir.path]),
+                ("shmmonitor", ["-b", "-s", damaged.session.rawValue, "--shm-dir", dir.path]),
+                ("shmmonitor", ["--metrics", "--shm-dir", dir.path]),
                 ("shmcore-worker", ["attach", "-s", damaged.session.rawValue, "--shm-dir", dir.path, "--segment-size", "65536"]),
                 // Reads and writes the region table: adopts region 100, makes region 102.
                 ("shm-keepalive", [
@@ -117,6 +119,17 @@ struct DamagedSessionTests {
             }
             // An attach that went through may have removed the session as the last one out.
             if damaged.remaining(in: dir).isEmpty { continue }
+            // Every fourth round: -r rebuilds whatever is left into a session a process can attach to.
+            if round % 4 == 3 {
+                let reset = try runTool("shmmonitor", ["-r", "-s", damaged.session.rawValue, "--shm-dir", dir.path])
+                let attach = try runTool(
+                    "/usr/bin/timeout",
+                    ["30", builtProductsDirectory().appendingPathComponent("shmcore-worker").path, "attach", "-s", damaged.session.rawValue,
+                     "--shm-dir", dir.path, "--segment-size", "65536"])
+                if reset.crashed || reset.status != 0 || attach.status != 0 {
+                    crashes.append("round \(round) (\(what)): -r exited \(reset.status) (\(reset.stderr.suffix(200))), then attach \(attach.status): \(attach.stdout.suffix(200)) \(attach.stderr.suffix(200))")
+                }
+            }
             let clean = try runTool("shmmonitor", ["-c", "-s", damaged.session.rawValue, "--shm-dir", dir.path])
             if clean.crashed || clean.status != 0 || !damaged.remaining(in: dir).isEmpty {
                 crashes.append("round \(round) (\(what)): -c -s exited \(clean.status) crashed \(clean.crashed), left \(damaged.remaining(in: dir)): \(clean.stderr.suffix(300))")

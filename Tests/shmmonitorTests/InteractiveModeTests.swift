@@ -1,6 +1,9 @@
 import Foundation
+import Logging
 import ShmCleanup
+import ShmCore
 import ShmTestSupport
+import SystemPackage
 import Testing
 
 #if canImport(Glibc)
@@ -100,5 +103,32 @@ struct InteractiveModeTests {
         try pane.press("q")
         #expect(waitUntil(seconds: 3) { !pane.isRunning })
         _ = try runTool("shmmonitor", ["-c", "--shmid", "\(holder.shmID)", "--shm-dir", dir.path])
+    }
+
+    /// `b` shows the live messages under the view (from the segment's message records) and
+    /// hides them again.
+    @Test(.enabled(if: tmux != nil, "needs tmux (scripts/test installs it)"))
+    func bShowsAndHidesTheLiveMessages() throws {
+        let dir = try ShmFixtureDirectory("mon-ib")
+        defer { #expect(dir.remove().isEmpty) }
+        let session = ShmFixtureDirectory.uniqueSession("mon-ib")
+        // A process that left two messages behind (--no-cleanup keeps the memory).
+        let memory = try SessionMemory(
+            SessionConfiguration(session: session, directory: FilePath(dir.path), segmentSize: 1 << 20, noCleanup: true, messageRecords: true),
+            logger: Logger(label: "interactive-tests"))
+        let blocks = [try memory.allocate(size: 4321), try memory.allocate(size: 4321)]
+        memory.detach()
+        let pane = try Pane(Self.command("-v -i --shmid \(memory.id) --shm-dir \(dir.path) --interval 200"))
+        #expect(waitUntil(seconds: 5) { pane.screen.contains("msgs: 2,") }, "\(pane.screen)")
+        #expect(!pane.screen.contains("found 2 messages."))
+        try pane.press("b")
+        #expect(
+            waitUntil(seconds: 3) { pane.screen.contains("found 2 messages.") && pane.screen.contains("offset: \(String(repeating: " ", count: 12 - "\(blocks[1].offset)".count))\(blocks[1].offset), size:       4321") },
+            "\(pane.screen)")
+        try pane.press("b")
+        #expect(waitUntil(seconds: 3) { !pane.screen.contains("found 2 messages.") }, "b again hides them: \(pane.screen)")
+        try pane.press("q")
+        #expect(waitUntil(seconds: 3) { !pane.isRunning })
+        #expect(try runTool("shmmonitor", ["-c", "--shmid", "\(memory.id)", "--shm-dir", dir.path]).status == 0)
     }
 }
