@@ -62,13 +62,14 @@ struct Child: ParsableCommand {
     @Option var segmentSize: Int = 0
     @Option var arenas: Int?
     @Option var cacheBytes: Int?
+    @Flag var messageRecords = false
 
     func run() throws {
         var memory: SessionMemory?
         if kind == "shm" {
             let config = SessionConfiguration(
                 session: try SessionID(session), directory: FilePath(dir), segmentSize: segmentSize, arenaCount: arenas,
-                localCacheBytes: cacheBytes)
+                localCacheBytes: cacheBytes, messageRecords: messageRecords)
             memory = try SessionMemory(config, logger: Logger(label: "shmcore-bench"))
             _ = try Loop.shm(memory!, size: size, pairs: min(pairs, 10_000))  // warm up
         } else {
@@ -89,17 +90,18 @@ struct Compare: ParsableCommand {
     @Option(help: "Pairs per process for 64 B and 4 KiB blocks.") var pairs: Int = 2_000_000
     @Option(help: "Pairs per process for 1 MiB blocks.") var largePairs: Int = 500_000
     @Option(help: "Segment size.") var segmentSize: Int = 256 << 20
-    @Option(help: "Designs to compare (comma separated): 'default' (arenas + per-process cache), 'arenas' (arenas, no cache), 'single' (one lock per segment and no cache, as FairMQ).")
+    @Option(help: "Designs to compare (comma separated): 'default' (arenas + per-process cache), 'records' (the default with message records), 'arenas' (arenas, no cache), 'single' (one lock per segment and no cache, as FairMQ).")
     var variants: String = "default,arenas,single"
     @Option(help: "Repetitions; the best is kept.") var repeats: Int = 3
 
     func run() throws {
-        let choices: [(name: String, arenas: Int?, cache: Int?)] = try variants.split(separator: ",").map {
+        let choices: [(name: String, arenas: Int?, cache: Int?, records: Bool)] = try variants.split(separator: ",").map {
             switch $0 {
-            case "default": return ("arenas + cache", nil, nil)
-            case "arenas": return ("arenas, no cache", nil, 0)
-            case "single": return ("one lock, no cache", 1, 0)
-            default: throw ValidationError("unknown variant '\($0)'; use default, arenas or single")
+            case "default": return ("arenas + cache", nil, nil, false)
+            case "records": return ("arenas + cache + message records", nil, nil, true)
+            case "arenas": return ("arenas, no cache", nil, 0, false)
+            case "single": return ("one lock, no cache", 1, 0, false)
+            default: throw ValidationError("unknown variant '\($0)'; use default, records, arenas or single")
             }
         }
         var logger = Logger(label: "shmcore-bench")
@@ -110,7 +112,7 @@ struct Compare: ParsableCommand {
             let session = try SessionID("shmcore-bench-\(getpid())-\(index)")
             let config = SessionConfiguration(
                 session: session, directory: FilePath(dir), segmentSize: segmentSize, arenaCount: choice.arenas,
-                localCacheBytes: choice.cache)
+                localCacheBytes: choice.cache, messageRecords: choice.records)
             let memory = try SessionMemory(config, logger: logger)
             defer { memory.detach() }
             let arenasUsed = "\(choice.name) (\(choice.arenas ?? Self.defaultArenas(segmentSize)) arena\(choice.arenas == 1 ? "" : "s"))"
@@ -155,6 +157,7 @@ struct Compare: ParsableCommand {
             ]
             if let a = config.arenaCount { arguments += ["--arenas", "\(a)"] }
             if let c = config.localCacheBytes { arguments += ["--cache-bytes", "\(c)"] }
+            if config.messageRecords { arguments.append("--message-records") }
         }
         let children = try (0..<2).map { _ -> (Process, Pipe) in
             let p = Process()

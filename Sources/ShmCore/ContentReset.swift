@@ -30,7 +30,9 @@ public enum ContentReset {
             public let id: UInt16
             public let size: Int
             public let referenceCountPoolSize: Int
-            enum CodingKeys: String, CodingKey { case id, size, referenceCountPoolSize = "rc_segment_size" }
+            /// Directory prefix of a file-backed region; empty for one in the shm directory.
+            public let path: String
+            enum CodingKeys: String, CodingKey { case id, size, referenceCountPoolSize = "rc_segment_size", path }
         }
         public let shmID: ShmID
         /// The session's name (from the old management segment, or as given); empty when neither had it.
@@ -132,7 +134,8 @@ public enum ContentReset {
                     creatorPID: getpid()))
         }
 
-        // Regions in the shm directory: memory kept, queues and pools fresh.
+        // Regions (in the shm directory, or file-backed ones an intact table names, which the
+        // scan lists by their full path): memory kept, queues and pools fresh.
         let lanes = ManagementLayout.defaultProcessCapacity
         var regions: [Report.Region] = []
         var regionEntries: [ManagementRecord.Region] = []
@@ -141,7 +144,9 @@ public enum ContentReset {
             guard case .region(let n) = object.name.kind, let regionID = UInt16(exactly: n), object.fileType == .regular,
                 object.size > 0
             else { continue }
-            let previous = old?.regions.first { $0.id == regionID && !$0.destroyed && $0.size == UInt64(object.size) && $0.path.isEmpty }
+            let inShmDirectory = object.path == directory.appending(object.fileName).string
+            let previous = old?.regions.first { $0.id == regionID && $0.size == UInt64(object.size) && $0.path.isEmpty == inShmDirectory }
+            if !inShmDirectory && previous == nil { continue }
             let rgq = ShmObjectName(id, .regionQueue(n)).fileName
             let queueSize = RegionReleaseQueue.size(laneCount: lanes)
             var queue = try SharedObject.open(rgq, in: dir, minimumSize: 1, growTo: queueSize)
@@ -159,11 +164,12 @@ public enum ContentReset {
                     removed.append("\(rrc): \(pool.size) bytes, too small to be a reference-count pool")
                 }
             }
-            regions.append(Report.Region(id: regionID, size: Int(object.size), referenceCountPoolSize: poolSize))
+            regions.append(
+                Report.Region(id: regionID, size: Int(object.size), referenceCountPoolSize: poolSize, path: previous?.path ?? ""))
             regionEntries.append(
                 ManagementRecord.Region(
                     id: regionID, size: UInt64(object.size), rcSegmentSize: UInt64(poolSize),
-                    creationFlags: previous?.creationFlags ?? 0, userFlags: previous?.userFlags ?? 0))
+                    creationFlags: previous?.creationFlags ?? 0, userFlags: previous?.userFlags ?? 0, path: previous?.path ?? ""))
         }
         // Queues and pools whose region memory is gone belong to nothing.
         let kept = Set(regions.map { UInt32($0.id) })
@@ -174,10 +180,6 @@ public enum ContentReset {
                 removed.append("\(object.fileName): its region's memory is gone")
             default: continue
             }
-        }
-        // File-backed regions (outside the shm directory) are only known from an intact table.
-        for r in old?.regions ?? [] where !r.path.isEmpty && !r.destroyed {
-            removed.append("region \(r.id) at '\(r.path)': file-backed, not re-registered; its device registers it again")
         }
 
         let sessionName = old?.sessionName ?? session?.rawValue ?? ""

@@ -328,6 +328,9 @@ public final class SessionMemory: @unchecked Sendable {
 
     // MARK: Allocation
 
+    /// Sizes beyond this are refused before any arithmetic on them (no segment is that big).
+    static let largestSize = 1 << 62
+
     /// Allocates a block of `size` bytes with reference count 1 from this process's segment.
     /// - Parameters:
     ///   - size: payload bytes; 0 is allowed (a valid block with an empty payload).
@@ -339,9 +342,9 @@ public final class SessionMemory: @unchecked Sendable {
         guard let b = base(ownSegmentID) else {
             throw ShmCoreError(.detached, "the session memory was detached; create a new SessionMemory")
         }
-        guard size >= 0, alignment > 0, alignment & (alignment - 1) == 0, alignment <= 1 << 20 else {
+        guard size >= 0, size <= Self.largestSize, alignment > 0, alignment & (alignment - 1) == 0, alignment <= 1 << 20 else {
             throw ShmCoreError(
-                .invalidArgument, "cannot allocate \(size) bytes at alignment \(alignment); use a size >= 0 and a power-of-two alignment up to 1 MiB")
+                .invalidArgument, "cannot allocate \(size) bytes at alignment \(alignment); use a size of 0 ... 2^62 bytes and a power-of-two alignment up to 1 MiB")
         }
         let align = max(16, alignment)
         let heap = SegmentHeap(base: b)
@@ -369,9 +372,9 @@ public final class SessionMemory: @unchecked Sendable {
         guard let b = base(ownSegmentID) else {
             throw ShmCoreError(.detached, "the session memory was detached; create a new SessionMemory")
         }
-        guard sizes.allSatisfy({ $0 >= 0 }), alignment > 0, alignment & (alignment - 1) == 0, alignment <= 1 << 20 else {
+        guard sizes.allSatisfy({ $0 >= 0 && $0 <= Self.largestSize }), alignment > 0, alignment & (alignment - 1) == 0, alignment <= 1 << 20 else {
             throw ShmCoreError(
-                .invalidArgument, "cannot allocate sizes \(sizes.filter { $0 < 0 }) at alignment \(alignment); use sizes >= 0 and a power-of-two alignment up to 1 MiB")
+                .invalidArgument, "cannot allocate sizes \(sizes.filter { $0 < 0 || $0 > Self.largestSize }) at alignment \(alignment); use sizes of 0 ... 2^62 bytes and a power-of-two alignment up to 1 MiB")
         }
         if sizes.isEmpty { return [] }
         let align = max(16, alignment)

@@ -42,7 +42,8 @@ struct ResetMode {
         }
         for r in report.regions {
             let pool = r.referenceCountPoolSize > 0 ? ", reference-count pool of \(r.referenceCountPoolSize) bytes freed" : ""
-            output.line("   region \(r.id): \(r.size) bytes: memory kept, release queues emptied\(pool)")
+            let file = r.path.isEmpty ? "" : " (file-backed in '\(r.path)')"
+            output.line("   region \(r.id): \(r.size) bytes\(file): memory kept, release queues emptied\(pool)")
         }
         for line in report.removed { output.line("   removed \(line)") }
     }

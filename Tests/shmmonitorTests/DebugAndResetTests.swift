@@ -151,30 +151,49 @@ struct DebugAndResetTests {
     }
 
     /// Messages left in a segment by a process that ended without freeing them are gone after a
-    /// reset; the segment's message records stay on.
+    /// reset; the segment's message records stay on; a file-backed region is registered again
+    /// with its path, and a device adopts it.
     @Test func resetFreesEveryMessageAndKeepsTheRecords() throws {
         let dir = try ShmFixtureDirectory("reset-free")
         defer { #expect(dir.remove().isEmpty) }
+        let files = try TemporaryDirectory()
         let session = ShmFixtureDirectory.uniqueSession("reset-free")
         let common = ["-s", session.rawValue, "--shm-dir", dir.path]
-        let memory = try SessionMemory(
-            SessionConfiguration(session: session, directory: FilePath(dir.path), segmentSize: 1 << 20, noCleanup: true, messageRecords: true),
-            logger: Self.logger)
-        let empty = memory.freeMemory(segmentID: 0)
-        for size in [1000, 2000, 3000] { _ = try memory.allocate(size: size) }
-        #expect(try runTool("shmmonitor", ["-r"] + common).status == 3, "in use by this process")
-        memory.detach()  // --no-cleanup: the memory and its three messages stay
+        let configuration = SessionConfiguration(
+            session: session, directory: FilePath(dir.path), segmentSize: 1 << 20, noCleanup: true, messageRecords: true)
+        let fileRegion = RegionOptions(id: 7, size: 8192, path: files.path + "/", removeOnDestruction: false)
+        let id = ShmID(session: session)
+        let empty: Int
+        do {
+            let memory = try SessionMemory(configuration, logger: Self.logger)
+            empty = memory.freeMemory(segmentID: 0)
+            for size in [1000, 2000, 3000] { _ = try memory.allocate(size: size) }
+            _ = try memory.createRegion(fileRegion, onRelease: nil)
+            #expect(try runTool("shmmonitor", ["-r"] + common).status == 3, "in use by this process")
+            memory.detach()  // --no-cleanup: the memory and its three messages stay
+        }  // and every mapping of this process with it
         #expect(try runTool("shmmonitor", ["-b"] + common).stdout.hasPrefix("found 3 messages."))
 
         let reset = try runTool("shmmonitor", ["-r", "--json"] + common)
         #expect(reset.status == 0, "\(reset.stderr)")
-        let segments = try #require(try Self.json(reset.stdout)["segments"] as? [[String: Any]])
+        let report = try Self.json(reset.stdout)
+        let segments = try #require(report["segments"] as? [[String: Any]])
         #expect(segments.first?["message_records"] as? Bool == true)
+        let regions = try #require(report["regions"] as? [[String: Any]])
+        #expect(regions.count == 1 && regions[0]["id"] as? Int == 7 && regions[0]["path"] as? String == files.path + "/", "\(regions)")
         #expect(try runTool("shmmonitor", ["-b"] + common).stdout == "found 0 messages.\n")
         let view = try runTool("shmmonitor", ["-v", "--json"] + common)
         let record = try #require((try Self.json(view.stdout)["sessions"] as? [[String: Any]])?.first?["record"] as? [String: Any])
         #expect((record["segments"] as? [[String: Any]])?.first?["free_bytes"] as? Int == empty)
+        // A device adopts the file-backed region as its controller again.
+        do {
+            let device = try SessionMemory(configuration, logger: Self.logger)
+            defer { device.detach() }
+            let region = try device.createRegion(fileRegion, onRelease: { _ in })
+            #expect(region.size == 8192)
+        }
         #expect(try runTool("shmmonitor", ["-c"] + common).status == 0)
+        #expect(!FileManager.default.fileExists(atPath: "\(files.path)/fmq_\(id)_rg_7"), "-c removes the file-backed region")
     }
 
     /// Objects of another layout under our names (a C++ FairMQ session) are never rewritten.
