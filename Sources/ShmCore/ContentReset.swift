@@ -90,6 +90,12 @@ public enum ContentReset {
                 "'\(other.fileName)' belongs to user \(other.ownerUID), not to you (\(me)); only its owner or root can reset shm id \(id)",
                 objectName: other.fileName)
         }
+        if let special = found.objects.first(where: { $0.fileType != .regular }) {
+            throw ShmCoreError(
+                .foreignLayout,
+                "'\(special.fileName)' is \(special.fileType == .symlink ? "a symbolic link" : special.fileType == .directory ? "a directory" : "a special file (FIFO, socket or device)"), not a shared memory object; a reset never touches such a name: find out who put it there and remove it, then reset again",
+                objectName: special.fileName)
+        }
         let dir = try Directory(directory)
         if case .foreign = found.managementStatus, !hasOurSegment(found, in: dir) {
             throw ShmCoreError(

@@ -342,6 +342,7 @@ extension SessionMemory {
         _ name: String, size: Int, in dir: Directory, logger: Logger
     ) throws(ShmCoreError) -> SharedObject {
         if let object = try SharedObject.create(name, size: size, in: dir) { return object }
+        try SharedObject.refuseIfNotRegular(name, in: dir)  // a planted FIFO or symlink stays
         // Not registered, so a leftover of an earlier session with this id: replace it.
         logger.warning("removing a stale region object left by an earlier session", metadata: ["shm.object": "\(name)"])
         dir.unlink(name)

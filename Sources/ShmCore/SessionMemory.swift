@@ -249,6 +249,7 @@ public final class SessionMemory: @unchecked Sendable {
                 }
                 var object = try SharedObject.create(name, size: config.segmentSize, in: dir)
                 if object == nil {
+                    try SharedObject.refuseIfNotRegular(name, in: dir)  // a planted FIFO or symlink stays
                     // Not registered, so a leftover of an earlier session with this id: replace it.
                     logger.warning("removing a stale segment left by an earlier session", metadata: ["shm.object": "\(name)"])
                     dir.unlink(name)

@@ -78,7 +78,8 @@ final class SharedObject: @unchecked Sendable {
     /// same inode that is mapped even when the name is replaced meanwhile.
     /// - Parameter growTo: first extend a smaller object to this many bytes (reserving them).
     static func openExisting(_ name: String, in directory: Directory, minimumSize: Int, growTo: Int? = nil) throws(ShmCoreError) -> Opening {
-        let fd = openat(directory.fd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC)
+        try refuseIfNotRegular(name, in: directory)
+        let fd = openat(directory.fd, name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
         if fd < 0 {
             let err = errno
             if err == ENOENT { return .missing }
@@ -93,6 +94,7 @@ final class SharedObject: @unchecked Sendable {
         guard fstat(fd, &st) == 0 else {
             throw ShmCoreError(.systemCall, "cannot stat '\(name)'", objectName: name, errno: errno)
         }
+        guard st.st_mode & S_IFMT == S_IFREG else { throw notRegular(name, in: directory, mode: st.st_mode) }
         if let growTo, Int(st.st_size) < growTo {
             var rc: Int32
             repeat { rc = posix_fallocate(fd, 0, off_t(growTo)) } while rc == EINTR
@@ -129,6 +131,7 @@ final class SharedObject: @unchecked Sendable {
     /// of it; `nil` when it does not exist. Only a regular file is opened (`O_NONBLOCK`, so a FIFO
     /// planted under the name does not block); its memory must never be written.
     static func openReadOnly(_ name: String, in directory: Directory) throws(ShmCoreError) -> SharedObject? {
+        try refuseIfNotRegular(name, in: directory)
         let fd = openat(directory.fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
         if fd < 0 {
             let err = errno
@@ -141,6 +144,29 @@ final class SharedObject: @unchecked Sendable {
             throw ShmCoreError(.corrupt, "'\(name)' in \(directory.path) is not a non-empty regular file", objectName: name)
         }
         return try map(fd: fd, name: name, size: Int(st.st_size), stat: st, writable: false)
+    }
+
+    /// Throws when `name` exists but is not a regular file (a FIFO, a device, a directory, a
+    /// symlink planted under a session's name): such a name is never opened, followed or used.
+    static func refuseIfNotRegular(_ name: String, in directory: Directory) throws(ShmCoreError) {
+        var st = stat()
+        guard fstatat(directory.fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return }  // missing: the caller says so
+        if st.st_mode & S_IFMT != S_IFREG { throw notRegular(name, in: directory, mode: st.st_mode) }
+    }
+
+    private static func notRegular(_ name: String, in directory: Directory, mode: mode_t) -> ShmCoreError {
+        let kind: String
+        switch mode & S_IFMT {
+        case S_IFLNK: kind = "a symbolic link"
+        case S_IFIFO: kind = "a FIFO"
+        case S_IFDIR: kind = "a directory"
+        case S_IFSOCK: kind = "a socket"
+        default: kind = "a device or other special file"
+        }
+        return ShmCoreError(
+            .foreignLayout,
+            "'\(name)' in \(directory.path) is \(kind), not a shared memory object, so it is left untouched; find out who put it there and remove it, or use another session id",
+            objectName: name)
     }
 
     /// Maps `size` bytes of `fd`; `st` is the descriptor's stat (its device and inode are kept).

@@ -169,6 +169,14 @@ struct TopologyTests {
         #expect(waitUntil(seconds: 5) { shm.entries().contains("sem.fmq_\(id)_ms") }, "a device started the monitor daemon: \(shm.entries())")
         usleep(500_000)  // daemons that lost the race have exited by now
         #expect(Self.monitors(of: session).count == 1, "monitor daemons: \(Self.monitors(of: session))")
+        // No zombie under a device: each reaped the short-lived starter, and the daemon is no
+        // device's child (its own session, reparented), so no device ever holds its exit status.
+        let devices = Set(pairs.flatMap { [$0.sampler.pid, $0.sink.pid] })
+        let children = Self.processStates().filter { devices.contains($0.value.ppid) }
+        #expect(children.isEmpty, "children of the devices (state, parent): \(children)")
+        for pid in Self.monitors(of: session) {
+            #expect(Self.processStates()[pid].map { !devices.contains($0.ppid) && $0.state != "Z" } ?? false)
+        }
         for pair in pairs {
             pair.sampler.signal(SIGKILL)
             pair.sink.signal(SIGKILL)
@@ -186,6 +194,20 @@ struct TopologyTests {
     }
 
     /// Pids of running shmmonitor processes watching `session`.
+    /// State and parent of every process, from `/proc/<pid>/stat`.
+    static func processStates() -> [Int32: (state: String, ppid: Int32)] {
+        var states: [Int32: (state: String, ppid: Int32)] = [:]
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { continue }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            guard fields.count > 1, let ppid = Int32(fields[1]) else { continue }
+            states[pid] = (String(fields[0]), ppid)
+        }
+        return states
+    }
+
     static func monitors(of session: SessionID) -> [Int32] {
         ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { entry in
             guard let pid = Int32(entry), let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { return nil }
