@@ -75,7 +75,7 @@ public enum MessageRecords {
             }
             object = opened
         } catch {
-            return SegmentMessages(segmentID: segmentID, recordsMessages: false, messages: [], problem: error.message)
+            return SegmentMessages(segmentID: segmentID, recordsMessages: false, messages: [], problem: error.description)
         }
         let heap = SegmentHeap(base: object.base)
         guard object.size >= SegmentLayout.minimumSegmentSize, heap.isUsable(objectSize: object.size) else {

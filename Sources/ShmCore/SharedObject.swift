@@ -95,6 +95,13 @@ final class SharedObject: @unchecked Sendable {
             throw ShmCoreError(.systemCall, "cannot stat '\(name)'", objectName: name, errno: errno)
         }
         guard st.st_mode & S_IFMT == S_IFREG else { throw notRegular(name, in: directory, mode: st.st_mode) }
+        // Our names carry our uid in the shm id, so an object of another owner was planted.
+        guard st.st_uid == geteuid() else {
+            throw ShmCoreError(
+                .foreignLayout,
+                "'\(name)' in \(directory.path) belongs to user \(st.st_uid), not to you (\(geteuid())): another user may have planted it, so it is not used; use another session id, or have its owner or root remove it",
+                objectName: name)
+        }
         if let growTo, Int(st.st_size) < growTo {
             var rc: Int32
             repeat { rc = posix_fallocate(fd, 0, off_t(growTo)) } while rc == EINTR
