@@ -66,7 +66,7 @@ public enum ContentReset {
     /// - Returns: nil when the session has no objects (besides a monitor's flag).
     /// - Throws: `.sessionInUse` while a live process maps or is registered in the session;
     ///   `.foreignLayout` for a session of another program (C++ FairMQ);
-    ///   `.invalidArgument` for another user's session (unless root); `.systemCall` or `.noSpace`
+    ///   `.invalidArgument` for another user's session (also for root: run it as the owner); `.systemCall` or `.noSpace`
     ///   when an object cannot be rewritten.
     public static func reset(_ id: ShmID, session: SessionID? = nil, directory: FilePath, logger: Logger)
         throws(ShmCoreError) -> Report?
@@ -83,11 +83,13 @@ public enum ContentReset {
                 .sessionInUse,
                 "shm id \(id) is in use by \(found.users.map(\.description).joined(separator: "; ")); a reset rewrites memory live processes use: stop them first")
         }
+        // Only the owner: a reset writes every object, and ShmCore never writes another user's
+        // (root included: run it as that user, for example with setpriv or runuser).
         let me = geteuid()
-        if me != 0, let other = found.objects.first(where: { $0.ownerUID != me }) {
+        if let other = found.objects.first(where: { $0.ownerUID != me }) {
             throw ShmCoreError(
                 .invalidArgument,
-                "'\(other.fileName)' belongs to user \(other.ownerUID), not to you (\(me)); only its owner or root can reset shm id \(id)",
+                "'\(other.fileName)' belongs to user \(other.ownerUID), not to you (\(me)); only its owner can reset shm id \(id): run the reset as that user",
                 objectName: other.fileName)
         }
         if let special = found.objects.first(where: { $0.fileType != .regular }) {
@@ -205,7 +207,6 @@ public enum ContentReset {
         guard rc == 0 else {
             throw ShmCoreError(.systemCall, "cannot initialise the session lock in '\(mngName)'", objectName: mngName, errno: rc)
         }
-        if mng.created && me == 0 && owner != 0 { fchownat(dir.fd, mngName, owner, gid_t(bitPattern: -1), AT_SYMLINK_NOFOLLOW) }
         logger.info(
             "session content reset",
             metadata: ["shm.id": "\(id)", "shm.segments": "\(segments.count)", "shm.regions": "\(regions.count)"])

@@ -68,6 +68,14 @@ objects() { find "$MU_SHMDIR" -maxdepth 1 -name "fmq_$1_*" -printf '%f\n' | sort
     [ "$status" -eq 0 ]
     [[ $output == *"Permission denied"* ]]
     [ "$(objects "$a")" = "$before" ]
+    # A reset writes every object: only the owner may, root included.
+    run "$SHMMONITOR" -r --shmid "$a" --shm-dir "$MU_SHMDIR"
+    [ "$status" -eq 2 ]
+    [[ $output == *"only its owner can reset shm id $a"* ]]
+    run as "$MU_USER_A" "$SHMMONITOR" -r --shmid "$a" --shm-dir "$MU_SHMDIR"
+    [ "$status" -eq 0 ]
+    [[ $output == *"Reset the content of shm id $a"* ]]
+    [ "$(objects "$a")" = "$before" ]
 }
 
 @test "objects another user planted under a session's names are refused, not used" {
