@@ -219,13 +219,17 @@ struct DebugAndResetTests {
         let session = ShmFixtureDirectory.uniqueSession("reset-busy")
         let keeper = try KeepAliveChild(session: session, directory: dir.path)
         let common = ["-s", session.rawValue, "--shm-dir", dir.path]
-        let before = try dir.entries().map { try Data(contentsOf: URL(fileURLWithPath: "\(dir.path)/\($0)")) }
+        let entries = dir.entries()
+        let segment = "\(dir.path)/fmq_\(keeper.shmID)_m_0"
+        let segmentBefore = try Data(contentsOf: URL(fileURLWithPath: segment))
         let refused = try runTool("shmmonitor", ["-r"] + common)
         #expect(refused.status == 3)
         #expect(refused.stderr.contains("is in use by pid \(keeper.pid)"), "\(refused.stderr)")
         #expect(refused.stderr.contains("stop them first"))
-        // Byte for byte unchanged, apart from what the live keep-alive writes itself (heartbeats).
-        #expect(dir.entries().count == before.count)
+        // The same objects, and the segment byte for byte (a reset would format it anew; the
+        // keep-alive allocates nothing, so only the management segment's heartbeats change).
+        #expect(dir.entries() == entries)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: segment)) == segmentBefore)
         keeper.stop()
 
         let nothing = try runTool("shmmonitor", ["-r"] + common)
