@@ -51,7 +51,6 @@ final class ManagementSegment: @unchecked Sendable {
         (base + geometry.lockOffset).assumingMemoryBound(to: pthread_mutex_t.self)
     }
 
-    static func nowNanos() -> UInt64 { WallClock.nanoseconds() }
 
     // MARK: Create or attach
 
@@ -60,7 +59,7 @@ final class ManagementSegment: @unchecked Sendable {
         name: String, session: SessionID, directory: Directory, noCleanup: Bool, logger: Logger
     ) throws(ShmCoreError) -> ManagementSegment {
         let size = ManagementLayout.defaultTotalSize
-        let deadline = nowNanos() + 5_000_000_000
+        let deadline = MonotonicClock.nanoseconds() + 5_000_000_000
         while true {
             if let object = try SharedObject.create(name, size: size, in: directory) {
                 let pid = getpid()
@@ -68,7 +67,7 @@ final class ManagementSegment: @unchecked Sendable {
                 let record = ManagementRecord(
                     sessionName: session.rawValue, creatorUID: geteuid(), creatorPID: pid,
                     creatorSlurmJobID: env("SLURM_JOB_ID") ?? 0, creatorSlurmStepID: env("SLURM_STEP_ID"),
-                    flags: noCleanup ? ManagementLayout.Flags.noCleanup : 0, createdAtNanos: nowNanos(),
+                    flags: noCleanup ? ManagementLayout.Flags.noCleanup : 0, createdAtNanos: WallClock.nanoseconds(),
                     ready: false)
                 let segment = ManagementSegment(object: object, created: true, geometry: .standard)
                 let rc = segment.write(record)
@@ -127,7 +126,7 @@ final class ManagementSegment: @unchecked Sendable {
                         objectName: name)
                 }
             }
-            if nowNanos() > deadline {
+            if MonotonicClock.nanoseconds() > deadline {
                 throw ShmCoreError(
                     .notReady,
                     "'\(name)' in \(directory.path) did not become ready within 5 s; if no device of session '\(session)' is starting, clean it (shmmonitor -c -s \(session))",
@@ -170,7 +169,7 @@ final class ManagementSegment: @unchecked Sendable {
     /// leave it zero: the first attacher initialises it, guarded by a CAS on `lockState`).
     func ensureLock() throws(ShmCoreError) {
         let state = atomic32(H.lockState)
-        let deadline = Self.nowNanos() + 2_000_000_000
+        let deadline = MonotonicClock.nanoseconds() + 2_000_000_000
         while true {
             let s = state.load(ordering: .acquiring)
             if s == ManagementLayout.LockState.ready { return }
@@ -185,7 +184,7 @@ final class ManagementSegment: @unchecked Sendable {
                 state.store(ManagementLayout.LockState.ready, ordering: .releasing)
                 return
             }
-            if Self.nowNanos() > deadline {
+            if MonotonicClock.nanoseconds() > deadline {
                 throw ShmCoreError(
                     .notReady, "the session lock in '\(object.name)' was never initialised; clean the session (shmmonitor -c) and start again",
                     objectName: object.name)
@@ -253,7 +252,7 @@ final class ManagementSegment: @unchecked Sendable {
             let e = t.offset + i * t.stride
             guard atomic32(e + P.state).compareExchange(expected: P.free, desired: P.claiming, ordering: .acquiring).exchanged
             else { continue }
-            let now = Self.nowNanos()
+            let now = WallClock.nanoseconds()
             base.storeBytes(of: pid, toByteOffset: e + P.pid, as: Int32.self)
             setU32(e + P.uid, geteuid())
             setU32(e + P.slurmStepID, env("SLURM_STEP_ID") ?? P.noStep)
@@ -310,7 +309,7 @@ final class ManagementSegment: @unchecked Sendable {
     /// Records a heartbeat of the process in `slot` (no lock needed: atomics only).
     func heartbeat(slot: Int) {
         let t = processTable
-        atomic64(t.offset + slot * t.stride + P.lastHeartbeatNanos).store(Self.nowNanos(), ordering: .relaxed)
+        atomic64(t.offset + slot * t.stride + P.lastHeartbeatNanos).store(WallClock.nanoseconds(), ordering: .relaxed)
         atomic64(H.heartbeat).wrappingIncrement(ordering: .relaxed)
     }
 

@@ -28,6 +28,9 @@ left() {
         awk '$1 == "ready" { print $2 }'
 }
 
+# shmid_of SESSION UID: the shm id of SESSION for user UID.
+shmid_of() { "$SHMMONITOR" --get-shmid -s "$1" --user-id "$2" --json | sed -n 's/.*"shmid" *: *"\([0-9a-f]*\)".*/\1/p'; }
+
 objects() { find "$MU_SHMDIR" -maxdepth 1 -name "fmq_$1_*" -printf '%f\n' | sort; }
 
 @test "every object is created 0600 and owned by its creator" {
@@ -44,7 +47,7 @@ objects() { find "$MU_SHMDIR" -maxdepth 1 -name "fmq_$1_*" -printf '%f\n' | sort
     a=$(left "$SESSION" "$MU_USER_A")
     b=$(left "$SESSION" "$MU_USER_B")
     [ -n "$a" ] && [ -n "$b" ] && [ "$a" != "$b" ]
-    [ "$a" = "$("$SHMMONITOR" --get-shmid -s "$SESSION" --user-id "$UID_A" --json | sed -n 's/.*"shmid" *: *"\([0-9a-f]*\)".*/\1/p')" ]
+    [ "$a" = "$(shmid_of "$SESSION" "$UID_A")" ]
     before_a=$(objects "$a")
     run as "$MU_USER_B" "$SHMMONITOR" -c -s "$SESSION" --shm-dir "$MU_SHMDIR"
     [ "$status" -eq 0 ]
@@ -79,7 +82,7 @@ objects() { find "$MU_SHMDIR" -maxdepth 1 -name "fmq_$1_*" -printf '%f\n' | sort
 }
 
 @test "objects another user planted under a session's names are refused, not used" {
-    a=$("$SHMMONITOR" --get-shmid -s "$SESSION" --user-id "$UID_A" --json | sed -n 's/.*"shmid" *: *"\([0-9a-f]*\)".*/\1/p')
+    a=$(shmid_of "$SESSION" "$UID_A")
     # B squats A's management name with a world-writable file before A starts.
     as "$MU_USER_B" sh -c "head -c 49152 /dev/zero > '$MU_SHMDIR/fmq_${a}_mng' && chmod 666 '$MU_SHMDIR/fmq_${a}_mng'"
     run as "$MU_USER_A" "$SHM_KEEPALIVE" -s "$SESSION" --shm-dir "$MU_SHMDIR" --lifetime 0.1
