@@ -912,6 +912,13 @@ public final class SessionMemory: @unchecked Sendable {
                         for segmentID in mng.registeredSegmentIDs {
                             dir.unlink(ShmObjectName(id, .segment(UInt32(segmentID))).fileName)
                         }
+                        // A process killed between making an object and registering it (a region's
+                        // memory, queue or pool; a segment) left it unregistered: the session's
+                        // lock is held, so nobody is making one now and every other object of
+                        // this shm id is such a leftover.
+                        for name in dir.names() where name != mng.object.name && ShmObjectName(fileName: name)?.shmID == id {
+                            if dir.unlinkIfOwnRegularFile(name) { logger.debug("last process out: removed an unregistered leftover", metadata: ["shm.object": "\(name)"]) }
+                        }
                         dir.unlink(mng.object.name)
                         logger.debug("last process out: session memory removed")
                     }

@@ -249,4 +249,31 @@ final class Directory: @unchecked Sendable {
     deinit { close(fd) }
 
     func unlink(_ name: String) { unlinkat(fd, name, 0) }
+
+    /// The names of the directory's entries now (without `.` and `..`); empty if it cannot be read.
+    func names() -> [String] {
+        let copy = dup(fd)
+        guard copy >= 0 else { return [] }
+        guard let stream = fdopendir(copy) else {
+            close(copy)
+            return []
+        }
+        defer { closedir(stream) }
+        rewinddir(stream)
+        var names: [String] = []
+        while let entry = readdir(stream) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// Unlinks `name` only if it is a regular file of this user (never a FIFO, a symlink or
+    /// another user's object planted under a session's name); whether it did.
+    @discardableResult
+    func unlinkIfOwnRegularFile(_ name: String) -> Bool {
+        var st = stat()
+        guard fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_uid == geteuid() else { return false }
+        return unlinkat(fd, name, 0) == 0
+    }
 }

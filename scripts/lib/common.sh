@@ -71,18 +71,19 @@ common::shm_objects_of() {
     find "$dir" -maxdepth 1 \( -name "fmq_${id}_*" -o -name "sem.fmq_${id}_*" \) -printf '%f\n' | sort
 }
 
-# Prints the directory of the shmmonitor and shm-keepalive the tests use: $SHMTRANSPORT_BIN_DIR
-# when set (scripts/test sets it after its build), otherwise the debug build, brought up to date
-# first (swift build --product). Exits 2 when a tool is missing there.
+# Prints the directory of the tools the tests use ($@; default shmmonitor and shm-keepalive):
+# $SHMTRANSPORT_BIN_DIR when set (scripts/test sets it after its build), otherwise the debug
+# build, brought up to date first (swift build --product). Exits 2 when a tool is missing there.
 common::tools_bin_dir() {
-    local dir=${SHMTRANSPORT_BIN_DIR:-} tool
+    local dir=${SHMTRANSPORT_BIN_DIR:-} tool tools=("$@")
+    [ "${#tools[@]}" -gt 0 ] || tools=(shmmonitor shm-keepalive)
     if [ -z "$dir" ]; then
-        for tool in shmmonitor shm-keepalive; do
+        for tool in "${tools[@]}"; do
             (cd "$(common::root)" && swift build --product "$tool" >&2) || common::die "swift build --product $tool failed"
         done
         dir=$(cd "$(common::root)" && swift build --show-bin-path)
     fi
-    for tool in shmmonitor shm-keepalive; do
+    for tool in "${tools[@]}"; do
         [ -x "$dir/$tool" ] ||
             common::die "no $tool in $dir; build it (swift build --product $tool) or fix SHMTRANSPORT_BIN_DIR"
     done
