@@ -2,7 +2,6 @@ import ArgumentParser
 import Foundation
 import Logging
 import ServiceLifecycle
-import UnixSignals
 
 /// A device's run as a swift-service-lifecycle `Service`: the blocking run loop goes on a
 /// thread of its own, and a graceful shutdown (SIGTERM, SIGINT, SIGHUP) or a cancellation calls
@@ -54,6 +53,8 @@ public enum DeviceMain {
     public static func run(
         options: DeviceOptions, logger: Logger, body: @escaping @Sendable (Device) throws -> Void
     ) async -> ExitStatus {
+        // Before the device attaches: a signal from now on is never lost (see StopSignals).
+        let signals = StopSignals.shared
         let device: Device
         do {
             device = try Device(try options.deviceConfiguration(), logger: logger)
@@ -62,10 +63,14 @@ public enum DeviceMain {
             return .badConfiguration
         }
         defer { device.close() }
+        signals.onStop { number in
+            logger.debug("stop signal \(number): stopping the device")
+            device.stop()
+        }
+        if signals.received != nil { return .done }  // stopped while starting: close, detach, exit 0
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: DeviceService(device: device, body: body), successTerminationBehavior: .gracefullyShutdownGroup)],
-                gracefulShutdownSignals: [.sigterm, .sigint, .sighup],
                 logger: logger))
         do {
             try await group.run()
