@@ -180,12 +180,20 @@ public final class Device: @unchecked Sendable {
     /// Runs `body` once per iteration until it returns `false`, ``stop()`` is called, or it
     /// throws. With `--rate` above 0 the iterations are spaced to that rate. Every channel's
     /// rate (messages and bytes per second, in and out) is logged each `rateLogging` seconds.
+    /// An ``TransportError/Code/interrupted`` error thrown once the device is stopping (a
+    /// message creation that waited for room, ended by the stop) ends the loop normally.
     public func run(_ body: () throws -> Bool) throws {
         var limiter = RateLimiter(rate: configuration.rate)
         var rates = RateLog(channels: configuration.channels.flatMap { channels($0.name) }, logger: logger)
         defer { rates.finish() }
         while !isStopping {
-            guard try body() else { return }
+            do {
+                guard try body() else { return }
+            } catch let error as TransportError where error.code == .interrupted && isStopping {
+                // a stop ended a wait for room in the segment: the device winds down, no failure
+                logger.debug("run loop: \(error.message)")
+                return
+            }
             limiter.pace()
             rates.tick()
         }

@@ -29,7 +29,7 @@ final class ShmemState: @unchecked Sendable {
 
 extension TransportError {
     init(_ error: ShmCoreError, _ context: String) {
-        let code: Code = error.code == .badAlloc || error.code == .interrupted ? .badAlloc : .sharedMemory
+        let code: Code = error.code == .interrupted ? .interrupted : error.code == .badAlloc ? .badAlloc : .sharedMemory
         self.init(code, "\(context): \(error.message)", errno: error.errno)
     }
 }

@@ -11,7 +11,7 @@ public struct TransportError: Error, Sendable, Equatable, CustomStringConvertibl
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Wrapped: Hashable, Sendable {
             case invalidArgument, unsupported, sharedMemory, badAlloc, zeroMQ, invalidMetadata
-            case messageTooLarge, wrongPartCount, closed
+            case messageTooLarge, wrongPartCount, closed, interrupted
         }
         private let wrapped: Wrapped
         private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
@@ -34,6 +34,9 @@ public struct TransportError: Error, Sendable, Equatable, CustomStringConvertibl
         public static var wrongPartCount: Self { Self(.wrongPartCount) }
         /// The socket or factory was closed.
         public static var closed: Self { Self(.closed) }
+        /// A wait for room in the segment was ended by ``TransportFactory/interrupt()`` (a
+        /// device that is stopping): not a failure of the program, which should wind down.
+        public static var interrupted: Self { Self(.interrupted) }
 
         public var description: String { "\(self.wrapped)" }
     }
