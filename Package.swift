@@ -165,6 +165,18 @@ let package = Package(
             swiftSettings: strictSettings
         ),
 
+        // Hostile bytes for every reader of shared-memory tables and metadata frames (the fuzz suite).
+        .executableTarget(
+            name: "shm-fuzz",
+            dependencies: [
+                "ShmTransport", "ShmCore", "ShmCleanup", "ShmTestSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
         // The receiving end of region messages in its own process, for the region tests.
         .executableTarget(
             name: "region-peer",

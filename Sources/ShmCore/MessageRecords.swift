@@ -152,7 +152,7 @@ extension SegmentHeap {
             let delta = Int(u32(r + R.payloadDelta))
             let payloadSize = u64(r + R.payloadSize)
             // The payload and its header lie inside the chunk, before the record.
-            guard delta >= SegmentLayout.Chunk.headerSize + B.headerSize, delta <= size - R.size,
+            guard delta >= SegmentLayout.Chunk.headerSize + B.headerSize, delta <= size - R.size, delta & 7 == 0,
                 payloadSize <= UInt64(size - R.size - delta)
             else { continue }
             let h = c + delta - B.headerSize

@@ -43,7 +43,7 @@ public struct RegionRelease: Sendable, Hashable {
 ///               lane header { head UInt64 atomic (consumer), tail UInt64 atomic (producer), … }
 ///               entries { offset UInt64, size UInt64, hint UInt64 }
 /// ```
-struct RegionReleaseQueue {
+package struct RegionReleaseQueue {
     static let magic: UInt64 = 0x3151_4752_544D_4853  // "SHMTRGQ1"
     static let headerSize = 64
     static let laneHeaderSize = 64
@@ -51,15 +51,15 @@ struct RegionReleaseQueue {
     static let defaultLaneCapacity = 512
 
     let base: UnsafeMutableRawPointer
-    let laneCount: Int
-    let laneCapacity: Int
+    package let laneCount: Int
+    package let laneCapacity: Int
 
-    static func size(laneCount: Int, laneCapacity: Int = defaultLaneCapacity) -> Int {
+    package static func size(laneCount: Int, laneCapacity: Int = defaultLaneCapacity) -> Int {
         headerSize + laneCount * (laneHeaderSize + laneCapacity * entrySize)
     }
 
     /// Formats a new queue object (its creator only, before anyone can open it).
-    static func format(base: UnsafeMutableRawPointer, laneCount: Int, laneCapacity: Int = defaultLaneCapacity) {
+    package static func format(base: UnsafeMutableRawPointer, laneCount: Int, laneCapacity: Int = defaultLaneCapacity) {
         memset(base, 0, headerSize)
         base.storeBytes(of: UInt32(laneCount), toByteOffset: 8, as: UInt32.self)
         base.storeBytes(of: UInt32(laneCapacity), toByteOffset: 12, as: UInt32.self)
@@ -67,7 +67,7 @@ struct RegionReleaseQueue {
     }
 
     /// The queue in an object of `size` bytes, or nil when it is not a formatted queue that fits.
-    init?(base: UnsafeMutableRawPointer, size: Int) {
+    package init?(base: UnsafeMutableRawPointer, size: Int) {
         guard size >= Self.headerSize, base.load(fromByteOffset: 0, as: UInt64.self) == Self.magic else { return nil }
         let lanes = Int(base.load(fromByteOffset: 8, as: UInt32.self))
         let capacity = Int(base.load(fromByteOffset: 12, as: UInt32.self))
@@ -89,7 +89,7 @@ struct RegionReleaseQueue {
     private var wakeWord: UnsafeMutablePointer<UInt32> { (base + 16).assumingMemoryBound(to: UInt32.self) }
 
     /// Appends `blocks` to lane `slot`; returns how many fit (the rest: the lane is full).
-    func push(lane slot: Int, _ blocks: UnsafeBufferPointer<RegionRelease>) -> Int {
+    package func push(lane slot: Int, _ blocks: UnsafeBufferPointer<RegionRelease>) -> Int {
         guard slot < laneCount else { return 0 }
         let l = lane(slot)
         let head = atomic64(l).load(ordering: .acquiring)
@@ -121,7 +121,7 @@ struct RegionReleaseQueue {
     }
 
     /// Takes every published entry of every lane into `into`; returns how many.
-    func drain(into out: inout [RegionRelease]) -> Int {
+    package func drain(into out: inout [RegionRelease]) -> Int {
         let before = out.count
         let lanes = min(laneCount, Int(atomic32(24).load(ordering: .relaxed)))
         for i in 0..<lanes {

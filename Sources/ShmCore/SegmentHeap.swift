@@ -60,7 +60,8 @@ struct SegmentHeap: @unchecked Sendable {
             let a = arenaOffset(arena)
             let start = u64(a + A.start)
             let end = u64(a + A.end)
-            guard start == UInt64(previousEnd), end > start, end <= UInt64(objectSize) else { return false }
+            // 16-byte aligned, as every chunk: a walk loads words at chunk offsets
+            guard start == UInt64(previousEnd), end > start, end <= UInt64(objectSize), end & 15 == 0 else { return false }
             previousEnd = Int(end)
         }
         return true
@@ -74,8 +75,14 @@ struct SegmentHeap: @unchecked Sendable {
         let a = arenaOffset(arena)
         return (Int(truncatingIfNeeded: u64(a + A.start)), Int(truncatingIfNeeded: u64(a + A.end)))
     }
-    /// Free bytes of one arena (a racy but untorn read).
-    func freeBytes(arena: Int) -> Int { Int(atomic64(arenaOffset(arena) + A.freeBytes).load(ordering: .relaxed)) }
+    /// Free bytes of one arena (a racy but untorn read), never more than the arena holds: a
+    /// damaged counter (the fuzz suite found one that trapped the monitor) reads as a full arena.
+    func freeBytes(arena: Int) -> Int {
+        let a = arenaOffset(arena)
+        let value = atomic64(a + A.freeBytes).load(ordering: .relaxed)
+        let start = u64(a + A.start), end = u64(a + A.end)
+        return Int(truncatingIfNeeded: min(value, end > start ? min(end - start, UInt64(Int.max)) : 0))
+    }
     /// Free bytes of the whole segment.
     var freeBytes: Int { (0..<arenaCount).reduce(0) { $0 + freeBytes(arena: $1) } }
     /// Bytes of the heap (what an empty segment reports as free).
