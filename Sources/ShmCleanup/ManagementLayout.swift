@@ -148,6 +148,10 @@ public enum ManagementLayout {
         public static let segmentID = 28
         public static let attachedAtNanos = 32
         public static let lastHeartbeatNanos = 40
+        /// A check word over the entry's identity (slot, pid, start time, uid, segment id),
+        /// written by the process itself: an entry another process scribbled on does not match,
+        /// so nobody prunes, reclaims or trusts it.
+        public static let check = 48
 
         public static let free: UInt32 = 0
         public static let claiming: UInt32 = 1

@@ -2,6 +2,7 @@ import Atomics
 import CShmTransport
 import Logging
 import ShmCleanup
+import Synchronization
 
 #if canImport(Glibc)
 @preconcurrency import Glibc
@@ -25,6 +26,15 @@ final class ManagementSegment: @unchecked Sendable {
     var base: UnsafeMutableRawPointer { object.base }
     /// Frees what a dead process kept in its local cache (slot, its segment id); set by the owner.
     var reclaimCache: (@Sendable (Int, UInt16) -> Void)?
+    /// Told once, with the reason, when this process finds the segment overwritten by another
+    /// (a lock that cannot be taken, a process entry that fails its check); set by the owner.
+    var onDamage: (@Sendable (String) -> Void)?
+    private let damageReport = Mutex<String?>(nil)
+
+    /// How long the session lock may stay held before this process calls the segment damaged:
+    /// it is held for microseconds (the longest: reserving a new segment's pages), so 10 s
+    /// means a holder that never lets go or a lock word another process overwrote.
+    static let lockTimeoutNanoseconds = 10_000_000_000
 
     private init(object: SharedObject, created: Bool, geometry: ManagementLayout.Geometry) {
         self.object = object
@@ -227,11 +237,66 @@ final class ManagementSegment: @unchecked Sendable {
 
     /// Runs `body` holding the session lock. A holder that died is repaired first: half-claimed
     /// process entries are released (dead processes are pruned by ``pruneDead()``).
-    func withLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
-        let rc = RobustMutex.lock(mutex) { self.repairAfterOwnerDied() }
-        precondition(rc == 0, "session lock in '\(object.name)' is unusable (error \(rc)); clean the session")
+    /// - Throws: `.corrupt` when the lock cannot be taken within ``lockTimeoutNanoseconds`` or
+    ///   is unusable (its word overwritten); the segment is then reported damaged.
+    func withLock<T>(_ body: () throws(ShmCoreError) -> T) throws(ShmCoreError) -> T {
+        let rc = RobustMutex.lock(mutex, timeoutNanoseconds: Self.lockTimeoutNanoseconds) { self.repairAfterOwnerDied() }
+        guard rc == 0 else {
+            let why = rc == ETIMEDOUT
+                ? "its session lock stayed held for \(Self.lockTimeoutNanoseconds / 1_000_000_000) s"
+                : "its session lock is unusable (error \(rc))"
+            throw damaged(why, errno: rc)
+        }
         defer { pthread_mutex_unlock(mutex) }
         return try body()
+    }
+
+    /// The damage found so far, if any.
+    var damage: String? { damageReport.withLock { $0 } }
+
+    /// Records that the segment was overwritten (the first reason is kept and told once) and
+    /// returns the error to throw.
+    func damaged(_ why: String, errno: Int32? = nil) -> ShmCoreError {
+        let first = damageReport.withLock { report -> Bool in
+            guard report == nil else { return false }
+            report = why
+            return true
+        }
+        if first { onDamage?(why) }
+        return ShmCoreError(
+            .corrupt,
+            "the management segment '\(object.name)' was damaged while in use (\(why)), probably overwritten by another process; stop the session's devices and clean it (shmmonitor -c --force)",
+            objectName: object.name, errno: errno)
+    }
+
+    /// The check word of a process entry: a mix of its identity, so that bytes written over it
+    /// by anyone but the process itself almost never match.
+    static func checkWord(slot: Int, pid: Int32, startTime: UInt64, uid: UInt32, segmentID: UInt16) -> UInt64 {
+        var z = 0x5348_4D54_5052_4F43 ^ UInt64(slot) ^ (UInt64(UInt32(bitPattern: pid)) << 16) ^ (UInt64(uid) << 40) ^ UInt64(segmentID) << 56
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z ^= startTime
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// Whether entry `i` is intact: its check word matches its fields.
+    func entryIsIntact(_ i: Int) -> Bool {
+        let e = processTable.offset + i * processTable.stride
+        return u64(e + P.check) == Self.checkWord(
+            slot: i, pid: base.load(fromByteOffset: e + P.pid, as: Int32.self), startTime: u64(e + P.startTime), uid: u32(e + P.uid),
+            segmentID: base.load(fromByteOffset: e + P.segmentID, as: UInt16.self))
+    }
+
+    /// Checks this process's own entry (no lock needed: only this process writes it); reports
+    /// the segment damaged when it no longer names this process.
+    func verifyOwnEntry(slot: Int) {
+        let e = processTable.offset + slot * processTable.stride
+        guard atomic32(e + P.state).load(ordering: .acquiring) == P.attached, base.load(fromByteOffset: e + P.pid, as: Int32.self) == getpid(),
+            entryIsIntact(slot)
+        else {
+            _ = damaged("the entry of this process, slot \(slot), no longer names it")
+            return
+        }
     }
 
     private func repairAfterOwnerDied() {
@@ -261,6 +326,7 @@ final class ManagementSegment: @unchecked Sendable {
             base.storeBytes(of: segmentID, toByteOffset: e + P.segmentID, as: UInt16.self)
             setU64(e + P.attachedAtNanos, now)
             atomic64(e + P.lastHeartbeatNanos).store(now, ordering: .relaxed)
+            setU64(e + P.check, Self.checkWord(slot: i, pid: pid, startTime: u64(e + P.startTime), uid: geteuid(), segmentID: segmentID))
             atomic32(e + P.state).store(P.attached, ordering: .releasing)
             updateDeviceCount()
             return i
@@ -286,6 +352,12 @@ final class ManagementSegment: @unchecked Sendable {
         for i in 0..<t.capacity {
             let e = t.offset + i * t.stride
             guard u32(e + P.state) == P.attached else { continue }
+            // An entry that fails its check was written over by someone else: acting on it could
+            // free a live process's blocks. Leave it, and say the segment is damaged.
+            guard entryIsIntact(i) else {
+                _ = damaged("process entry \(i) fails its check")
+                continue
+            }
             let pid = base.load(fromByteOffset: e + P.pid, as: Int32.self)
             if !inspector.isAlive(pid: pid, startTime: u64(e + P.startTime)) {
                 reclaimCache?(i, base.load(fromByteOffset: e + P.segmentID, as: UInt16.self))
@@ -299,7 +371,7 @@ final class ManagementSegment: @unchecked Sendable {
 
     var attachedCount: Int {
         let t = processTable
-        return (0..<t.capacity).filter { u32(t.offset + $0 * t.stride + P.state) == P.attached }.count
+        return (0..<t.capacity).filter { u32(t.offset + $0 * t.stride + P.state) == P.attached && entryIsIntact($0) }.count
     }
 
     private func updateDeviceCount() {

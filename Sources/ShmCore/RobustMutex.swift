@@ -1,3 +1,5 @@
+import CShmTransport
+
 #if canImport(Glibc)
 @preconcurrency import Glibc
 #endif
@@ -28,6 +30,30 @@
     @inline(__always) @discardableResult
     public static func lock(_ mutex: UnsafeMutablePointer<pthread_mutex_t>, repair: () -> Void) -> Int32 {
         let rc = pthread_mutex_lock(mutex)
+        if rc == EOWNERDEAD {
+            repair()
+            return pthread_mutex_consistent(mutex)
+        }
+        return rc
+    }
+
+    /// Like ``lock(_:repair:)``, but gives up after `timeoutNanoseconds`: a holder that never
+    /// lets go (stuck, or a lock word another process overwrote) gives `ETIMEDOUT` instead of a
+    /// wait for ever. The corresponding C function is `pthread_mutex_timedlock`.
+    @inline(__always)
+    public static func lock(
+        _ mutex: UnsafeMutablePointer<pthread_mutex_t>, timeoutNanoseconds: Int, repair: () -> Void
+    ) -> Int32 {
+        // fast path: uncontended
+        var rc = pthread_mutex_trylock(mutex)
+        if rc == EBUSY {
+            var deadline = timespec()
+            clock_gettime(CLOCK_REALTIME, &deadline)
+            let total = Int(deadline.tv_nsec) + timeoutNanoseconds
+            deadline.tv_sec += total / 1_000_000_000
+            deadline.tv_nsec = total % 1_000_000_000
+            rc = pthread_mutex_timedlock(mutex, &deadline)
+        }
         if rc == EOWNERDEAD {
             repair()
             return pthread_mutex_consistent(mutex)

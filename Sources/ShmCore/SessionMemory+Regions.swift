@@ -211,9 +211,10 @@ extension SessionMemory {
     /// The regions of the session now (alive and destroyed), with the pointers of those mapped here.
     public func regionEvents() -> [RegionEventInfo] {
         guard let mng = management else { return [] }
-        let entries = mng.withLock { mng.regionEntries }
+        // a damaged session (the lock cannot be taken) reports no events rather than waiting
+        let entries = (try? mng.withLock { mng.regionEntries }) ?? []
         var events: [RegionEventInfo] = []
-        for id in mng.withLock({ mng.registeredSegmentIDs }) {
+        for id in (try? mng.withLock({ mng.registeredSegmentIDs })) ?? [] {
             let pointer = try? address(ofSegment: id)
             events.append(RegionEventInfo(managed: true, id: id, event: .created, pointer: pointer, size: segmentSize(segmentID: id), userFlags: 0))
         }
@@ -233,7 +234,7 @@ extension SessionMemory {
     /// The generation of each region entry, to tell a re-created id from the old one.
     public func regionGenerations() -> [UInt16: UInt32] {
         guard let mng = management else { return [:] }
-        return mng.withLock { Dictionary(mng.regionEntries.filter { !$0.destroyed }.map { ($0.id, $0.generation) }, uniquingKeysWith: { a, _ in a }) }
+        return (try? mng.withLock { Dictionary(mng.regionEntries.filter { !$0.destroyed }.map { ($0.id, $0.generation) }, uniquingKeysWith: { a, _ in a }) }) ?? [:]
     }
 
     private func address(ofSegment segmentID: UInt16) throws(ShmCoreError) -> UnsafeMutableRawPointer {

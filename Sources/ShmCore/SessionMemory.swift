@@ -48,6 +48,10 @@ public final class SessionMemory: @unchecked Sendable {
     private let waitingThreads = Mutex(0)
     /// Set while a thread of this process takes back its remote frees.
     private let takingRemoteFrees = ManagedAtomic<Bool>(false)
+    /// Set when the management segment was found overwritten by another process; from then on
+    /// allocations and received blocks fail with the reason (``damage``).
+    private let damaged = ManagedAtomic<Bool>(false)
+    private let damageHandlers = DamageHandlers()
     /// "Segment full" lines, at most one a second.
     private let fullReport = SegmentFullReport()
     /// Bytes every allocation adds for its message record: 32 when this process's segment
@@ -101,6 +105,17 @@ public final class SessionMemory: @unchecked Sendable {
             let dir = directory
             let segmentID = configuration.segmentID
             let shmID = id
+            let damagedFlag = damaged
+            let handlers = damageHandlers
+            let damageLogger = logger
+            let mngName = mng.object.name
+            mng.onDamage = { why in
+                damagedFlag.store(true, ordering: .releasing)
+                damageLogger.error(
+                    "the session's management segment was overwritten by another process (\(why)); this process stops using the session: stop its devices and clean it (shmmonitor -c --force)",
+                    metadata: ["shm.object": "\(mngName)"])
+                handlers.call(why)
+            }
             mng.reclaimCache = { slot, segment in
                 // Map the dead process's segment just for this: no lock of ours is needed.
                 let name = ShmObjectName(shmID, .segment(UInt32(segment))).fileName
@@ -347,6 +362,7 @@ public final class SessionMemory: @unchecked Sendable {
             throw ShmCoreError(
                 .invalidArgument, "cannot allocate \(size) bytes at alignment \(alignment); use a size of 0 ... 2^62 bytes and a power-of-two alignment up to 1 MiB")
         }
+        if damaged.load(ordering: .relaxed) { throw makeDamageError() }
         let align = max(16, alignment)
         let heap = SegmentHeap(base: b)
         // Take back what peers released on every allocation, so the chain stays short: a process
@@ -651,6 +667,7 @@ public final class SessionMemory: @unchecked Sendable {
     /// if needed, then checks that the payload lies inside it, its alignment, and its header.
     /// Never reads outside the segment.
     public func validatedBlock(segmentID: UInt16, offset: UInt64, size: UInt64) throws(ShmCoreError) -> ShmBlock {
+        if damaged.load(ordering: .relaxed) { throw makeDamageError() }
         let heap = try segment(segmentID, create: false)
         let segmentSize = UInt64(heap.segmentSize)
         let heapStart = UInt64(heap.heapOffset)
@@ -748,7 +765,7 @@ public final class SessionMemory: @unchecked Sendable {
     public func attachedProcesses() -> [Int32] {
         state.withLock { s -> [Int32] in
             guard let mng = s.management else { return [] }
-            return mng.withLock {
+            return (try? mng.withLock {
                 mng.pruneDead()
                 let t = mng.processTable
                 return (0..<t.capacity).compactMap { i in
@@ -756,7 +773,7 @@ public final class SessionMemory: @unchecked Sendable {
                     guard mng.u32(e + ManagementLayout.ProcessEntry.state) == ManagementLayout.ProcessEntry.attached else { return nil }
                     return mng.base.load(fromByteOffset: e + ManagementLayout.ProcessEntry.pid, as: Int32.self)
                 }
-            }
+            }) ?? []
         }
     }
 
@@ -863,6 +880,27 @@ public final class SessionMemory: @unchecked Sendable {
 
     // MARK: Detach
 
+    /// Why the session's management segment counts as damaged (overwritten by another process
+    /// while in use), or nil. Once set, allocations and received blocks fail with it.
+    public var damage: String? { state.withLock { $0.management?.damage } }
+
+    /// Whether ``damage`` is set (a relaxed load: cheap enough for every iteration of a loop).
+    public var isDamaged: Bool { damaged.load(ordering: .relaxed) }
+
+    /// Calls `handler` (on the thread that finds it, usually the heartbeat's) once the
+    /// management segment is found damaged — for example to interrupt blocked transfers.
+    public func onDamage(_ handler: @escaping @Sendable (String) -> Void) { damageHandlers.add(handler) }
+
+    /// A full error for the damage: what happened, to which object, and how to clean up.
+    public var damageError: ShmCoreError? { damaged.load(ordering: .acquiring) ? makeDamageError() : nil }
+
+    private func makeDamageError() -> ShmCoreError {
+        ShmCoreError(
+            .corrupt,
+            "the management segment 'fmq_\(id)_mng' of session '\(configuration.session)' was overwritten by another process while in use (\(damage ?? "damaged")); stop the session's devices and clean it (shmmonitor -c --force -s \(configuration.session))",
+            objectName: "fmq_\(id)_mng")
+    }
+
     /// Unregisters this process and unmaps the session's memory. The last process out removes
     /// the segments and the management segment, unless `noCleanup` was set (by this process or
     /// by the session's creator). Idempotent; `deinit` calls it, and so does the process's normal
@@ -898,30 +936,47 @@ public final class SessionMemory: @unchecked Sendable {
                     UnsafeAtomic<UInt>(at: bases + Int(segmentID)).store(0, ordering: .releasing)
                 }
             }
-            if let mng = s.management {
-                mng.withLock {
-                    for (segmentID, object) in s.segments {
-                        mng.publishFreeBytes(id: segmentID, freeBytes: SegmentHeap(base: object.base).freeBytes)
+            if let mng = s.management, let damage = mng.damage {
+                // Nothing written into a segment another process overwrote: leave it to the cleanup.
+                logger.error(
+                    "left the session's memory in place: its management segment is damaged (\(damage)); clean it (shmmonitor -c --force)",
+                    metadata: ["shm.object": "\(mng.object.name)"])
+            } else if let mng = s.management {
+                do throws(ShmCoreError) {
+                    try mng.withLock {
+                        for (segmentID, object) in s.segments {
+                            mng.publishFreeBytes(id: segmentID, freeBytes: SegmentHeap(base: object.base).freeBytes)
+                        }
+                        mng.unregister(slot: slot)
+                        mng.pruneDead()
+                        if mng.attachedCount == 0 && !noCleanup && !mng.noCleanupFlag && mng.object.isLinked(in: dir) {
+                            for entry in mng.regionEntries where !entry.destroyed {
+                                SessionRegion.removeObjects(of: entry, shmID: id, directory: dir)
+                            }
+                            for segmentID in mng.registeredSegmentIDs {
+                                dir.unlink(ShmObjectName(id, .segment(UInt32(segmentID))).fileName)
+                            }
+                            // A process killed between making an object and registering it (a region's
+                            // memory, queue or pool; a segment) left it unregistered: the session's
+                            // lock is held, so nobody is making one now and every other object of
+                            // this shm id of those kinds is such a leftover (not the monitor's flag:
+                            // a daemon holds it).
+                            for name in dir.names() {
+                                guard let object = ShmObjectName(fileName: name), object.shmID == id else { continue }
+                                switch object.kind {
+                                case .segment, .region, .regionQueue, .regionRefCount: break
+                                default: continue
+                                }
+                                if dir.unlinkIfOwnRegularFile(name) {
+                                    logger.debug("last process out: removed an unregistered leftover", metadata: ["shm.object": "\(name)"])
+                                }
+                            }
+                            dir.unlink(mng.object.name)
+                            logger.debug("last process out: session memory removed")
+                        }
                     }
-                    mng.unregister(slot: slot)
-                    mng.pruneDead()
-                    if mng.attachedCount == 0 && !noCleanup && !mng.noCleanupFlag && mng.object.isLinked(in: dir) {
-                        for entry in mng.regionEntries where !entry.destroyed {
-                            SessionRegion.removeObjects(of: entry, shmID: id, directory: dir)
-                        }
-                        for segmentID in mng.registeredSegmentIDs {
-                            dir.unlink(ShmObjectName(id, .segment(UInt32(segmentID))).fileName)
-                        }
-                        // A process killed between making an object and registering it (a region's
-                        // memory, queue or pool; a segment) left it unregistered: the session's
-                        // lock is held, so nobody is making one now and every other object of
-                        // this shm id is such a leftover.
-                        for name in dir.names() where name != mng.object.name && ShmObjectName(fileName: name)?.shmID == id {
-                            if dir.unlinkIfOwnRegularFile(name) { logger.debug("last process out: removed an unregistered leftover", metadata: ["shm.object": "\(name)"]) }
-                        }
-                        dir.unlink(mng.object.name)
-                        logger.debug("last process out: session memory removed")
-                    }
+                } catch {
+                    logger.error("could not detach from the session: \(error.message)", metadata: ["shm.object": "\(mng.object.name)"])
                 }
             }
             guard unmapping else { return }
@@ -930,4 +985,11 @@ public final class SessionMemory: @unchecked Sendable {
             s.heartbeat = nil
         }
     }
+}
+
+/// Who is told when the management segment is found damaged.
+private final class DamageHandlers: Sendable {
+    private let handlers = Mutex<[@Sendable (String) -> Void]>([])
+    func add(_ handler: @escaping @Sendable (String) -> Void) { handlers.withLock { $0.append(handler) } }
+    func call(_ why: String) { for handler in handlers.withLock({ $0 }) { handler(why) } }
 }

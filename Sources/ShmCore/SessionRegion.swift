@@ -225,14 +225,23 @@ public final class SessionRegion: @unchecked Sendable {
         guard isController, let options, !destroyed.exchange(true, ordering: .acquiringAndReleasing) else { return }
         stopConsumer(linger: options.lingerMilliseconds)
         let me = getpid()
-        management.withLock {
-            guard let entry = management.regionEntry(at: entryIndex), entry.generation == generation, !entry.destroyed else { return }
-            if options.removeOnDestruction {
-                SessionRegion.removeObjects(of: entry, shmID: shmID, directory: directory)
-                management.markRegionDestroyed(index: entryIndex)
-            } else if entry.controllerPID == me {
-                management.setRegionController(index: entryIndex, nil)
+        guard management.damage == nil else {
+            logger.error("region left in place: the session's management segment is damaged; clean it (shmmonitor -c --force)")
+            return
+        }
+        do throws(ShmCoreError) {
+            try management.withLock {
+                guard let entry = management.regionEntry(at: entryIndex), entry.generation == generation, !entry.destroyed else { return }
+                if options.removeOnDestruction {
+                    SessionRegion.removeObjects(of: entry, shmID: shmID, directory: directory)
+                    management.markRegionDestroyed(index: entryIndex)
+                } else if entry.controllerPID == me {
+                    management.setRegionController(index: entryIndex, nil)
+                }
             }
+        } catch {
+            logger.error("region left in place: \(error.message)")
+            return
         }
         logger.debug("region destroyed", metadata: ["shm.removed": "\(options.removeOnDestruction)"])
     }

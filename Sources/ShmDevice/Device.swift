@@ -188,15 +188,16 @@ public final class Device: @unchecked Sendable {
         defer { rates.finish() }
         while !isStopping {
             do {
-                guard try body() else { return }
+                guard try body() else { break }
             } catch let error as TransportError where error.code == .interrupted && isStopping {
                 // a stop ended a wait for room in the segment: the device winds down, no failure
                 logger.debug("run loop: \(error.message)")
-                return
+                break
             }
             limiter.pace()
             rates.tick()
         }
+        if let damage = factories.values.lazy.compactMap(\.sessionDamage).first { throw damage }
     }
 
     /// Starts `shmmonitor -m -x -d` for the device's session (FairMQ's `--shm-monitor true`):

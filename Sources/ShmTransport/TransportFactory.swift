@@ -56,6 +56,16 @@ public final class TransportFactory: @unchecked Sendable {
         self.context = try ZmqContext(ioThreads: configuration.ioThreads)
         self.interrupter = try Interrupter()
         self.shm = kind == .shmem ? try ShmemState(configuration, logger: logger) : nil
+        // A session overwritten by another process: end every blocked transfer, so the program
+        // sees .interrupted at once and ``sessionDamage`` says why.
+        let interrupter = self.interrupter
+        shm?.memory.onDamage { _ in interrupter.interrupt() }
+    }
+
+    /// Over `shmem`: why the session's management segment counts as damaged (overwritten by
+    /// another process while in use), as an error that says how to clean up; nil when intact.
+    public var sessionDamage: TransportError? {
+        shm?.memory.damageError.map { TransportError(.sharedMemory, $0.message) }
     }
 
     deinit { unsubscribeFromRegionEvents() }

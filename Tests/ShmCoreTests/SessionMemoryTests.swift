@@ -52,8 +52,9 @@ struct SessionMemoryTests {
 
     /// A process killed between making an object and registering it leaves one the table does
     /// not name (the kill soak found a region's memory left so): the last one out removes every
-    /// regular object of its shm id, but never a FIFO or another session's object.
-    @Test("last one out also removes unregistered objects of its shm id, never a FIFO or another id's")
+    /// regular segment or region object of its shm id, but never a FIFO, another session's
+    /// object or the monitor's flag (a live daemon holds it).
+    @Test("last one out also removes unregistered objects of its shm id, never a FIFO, another id's or the monitor flag")
     func lastOneOutRemovesUnregisteredLeftovers() throws {
         let dir = try ShmFixtureDirectory.onTmpfs()
         defer { #expect(dir.remove().isEmpty) }
@@ -61,12 +62,12 @@ struct SessionMemoryTests {
         let id = ShmID(session: config.session)
         let other = ShmID(session: ShmFixtureDirectory.uniqueSession("other"))
         let memory = try SessionMemory(config, logger: testLogger)
-        for name in ["fmq_\(id)_rg_1024", "fmq_\(id)_rgq_1024", "fmq_\(id)_m_3", "fmq_\(other)_rg_1024"] {
+        for name in ["fmq_\(id)_rg_1024", "fmq_\(id)_rgq_1024", "fmq_\(id)_m_3", "fmq_\(other)_rg_1024", "sem.fmq_\(id)_ms"] {
             #expect(FileManager.default.createFile(atPath: dir.path + "/" + name, contents: nil))
         }
         #expect(mkfifo(dir.path + "/fmq_\(id)_rrc_1025", 0o600) == 0)
         memory.detach()
-        #expect(dir.entries() == ["fmq_\(id)_rrc_1025", "fmq_\(other)_rg_1024"])
+        #expect(dir.entries() == ["fmq_\(id)_rrc_1025", "fmq_\(other)_rg_1024", "sem.fmq_\(id)_ms"], "the FIFO, another id's object and a monitor's flag stay")
         for name in dir.entries() { unlink(dir.path + "/" + name) }
     }
 

@@ -24,7 +24,8 @@ struct StopSignalTests {
             let common = ["--session", session.rawValue, "--transport", "shmem", "--control", "static", "--shm-segment-size", "\(8 << 20)"]
             let sink = try DeviceProcess("shm-sink", common + ["--channel-config", "name=data,type=pull,method=connect,address=\(address)"], shmDirectory: shm.path)
             let sampler = try DeviceProcess(
-                "shm-bsampler", common + ["--channel-config", "name=data,type=push,method=bind,address=\(address)", "--msg-size", "4096"], shmDirectory: shm.path)
+                "shm-bsampler", common + ["--channel-config", "name=data,type=push,method=bind,address=\(address)", "--msg-size", "4096",
+                                          "--shm-throw-bad-alloc", "false"], shmDirectory: shm.path)
             usleep(UInt32(random.below(400_000)))
             let signal = [SIGINT, SIGTERM, SIGHUP][round % 3]
             sink.signal(signal)
