@@ -97,6 +97,18 @@ int cmc_is_active(void) {
     return thread_count != before;
 }
 
+/* A sanitizer (AddressSanitizer, ThreadSanitizer) brings its own allocator and intercepts these
+ * names itself; forwarding them to glibc's would bypass it (and crash). Under one, nothing is
+ * counted and cmc_is_active() says so. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define CMC_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define CMC_SANITIZED 1
+#endif
+#endif
+
+#ifndef CMC_SANITIZED
 __attribute__((visibility("default"))) void *malloc(size_t size) {
     COUNT();
     return __libc_malloc(size);
@@ -137,3 +149,4 @@ __attribute__((visibility("default"))) void *valloc(size_t size) {
     COUNT();
     return __libc_memalign(4096, size);
 }
+#endif /* CMC_SANITIZED */

@@ -18,7 +18,8 @@ uint64_t cmc_process_allocations(void);
 /// Allocations made by the calling thread since it started.
 uint64_t cmc_thread_allocations(void);
 
-/// 1 when this process's allocator is the counting one (the interposition took effect), else 0.
+/// 1 when this process's allocator is the counting one (the interposition took effect), else 0
+/// (also in a sanitizer build, whose allocator is the sanitizer's).
 int cmc_is_active(void);
 
 /// From now on, also count separately the allocations made directly by libzmq or by the C++
