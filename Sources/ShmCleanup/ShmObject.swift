@@ -79,6 +79,7 @@ extension ShmObjectName.Kind {
     public var label: String {
         switch self {
         case .management: return "mng"
+        case .managementDraft: return "mng-draft"
         case .segment: return "segment"
         case .region: return "region"
         case .regionQueue: return "region-queue"

@@ -15,6 +15,9 @@ public struct ShmObjectName: Hashable, Sendable, CustomStringConvertible {
     /// What an object is.
     public enum Kind: Hashable, Sendable {
         case management
+        /// A management segment its creator (pid n) is still writing, published under the
+        /// management name only once complete; left behind when the creator died meanwhile.
+        case managementDraft(UInt32)
         case segment(UInt32)
         case region(UInt32)
         case regionQueue(UInt32)
@@ -42,6 +45,7 @@ public struct ShmObjectName: Hashable, Sendable, CustomStringConvertible {
         let base = "fmq_\(shmID.rawValue)_"
         switch kind {
         case .management: return base + "mng"
+        case .managementDraft(let n): return base + "mngd_\(n)"
         case .segment(let n): return base + "m_\(n)"
         case .region(let n): return base + "rg_\(n)"
         case .regionQueue(let n): return base + "rgq_\(n)"
@@ -105,6 +109,7 @@ public struct ShmObjectName: Hashable, Sendable, CustomStringConvertible {
         else { return nil }
         switch suffix[..<underscore] {
         case "m": return .segment(n)
+        case "mngd": return .managementDraft(n)
         case "rg": return .region(n)
         case "rgq": return .regionQueue(n)
         case "rrc": return .regionRefCount(n)
@@ -125,6 +130,7 @@ public struct ShmObjectName: Hashable, Sendable, CustomStringConvertible {
         case .legacyCondition: return (2, 0, 0)
         case .legacyHeartbeatQueue: return (2, 0, 1)
         case .management: return (3, 0, 0)
+        case .managementDraft(let n): return (3, n, 1)
         case .monitorFlag: return (4, 0, 0)
         case .legacyMutex: return (4, 0, 1)
         }

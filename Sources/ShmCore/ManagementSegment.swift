@@ -70,8 +70,16 @@ final class ManagementSegment: @unchecked Sendable {
     ) throws(ShmCoreError) -> ManagementSegment {
         let size = ManagementLayout.defaultTotalSize
         let deadline = MonotonicClock.nanoseconds() + 5_000_000_000
+        // Written under a draft name and published complete (linkat): nobody ever finds the
+        // management segment half-made, even when its creator is killed while writing it (the
+        // kill soak found attachers waiting 5 s for such a one, then failing).
+        let draft = name + "d_\(getpid())"
         while true {
-            if let object = try SharedObject.create(name, size: size, in: directory) {
+            var st = stat()
+            let absent = fstatat(directory.fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT
+            // a draft under our name is a leftover of a dead process that had our pid
+            if absent { directory.unlinkIfOwnRegularFile(draft) }
+            if absent, let object = try SharedObject.create(draft, size: size, in: directory) {
                 let pid = getpid()
                 let env = { (n: String) in getenv(n).flatMap { UInt32(String(cString: $0)) } }
                 let record = ManagementRecord(
@@ -82,11 +90,22 @@ final class ManagementSegment: @unchecked Sendable {
                 let segment = ManagementSegment(object: object, created: true, geometry: .standard)
                 let rc = segment.write(record)
                 if rc != 0 {
-                    directory.unlink(name)
+                    directory.unlink(draft)
                     throw ShmCoreError(.systemCall, "cannot initialise the session lock in '\(name)'", objectName: name, errno: rc)
                 }
-                logger.debug("management segment created", metadata: ["shm.object": "\(name)"])
-                return segment
+                let published: Bool
+                do throws(ShmCoreError) {
+                    published = try object.publish(as: name, in: directory)
+                } catch {
+                    directory.unlink(draft)
+                    throw error
+                }
+                if published {
+                    logger.debug("management segment created", metadata: ["shm.object": "\(name)"])
+                    return segment
+                }
+                directory.unlink(draft)  // another process published first: attach to its segment
+                continue
             }
             // Someone else created it: wait until its memory is reserved and it is ready.
             let opening = try SharedObject.openExisting(name, in: directory, minimumSize: ManagementLayout.headerSize)

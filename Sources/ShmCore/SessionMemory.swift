@@ -965,6 +965,8 @@ public final class SessionMemory: @unchecked Sendable {
                                 guard let object = ShmObjectName(fileName: name), object.shmID == id else { continue }
                                 switch object.kind {
                                 case .segment, .region, .regionQueue, .regionRefCount: break
+                                // a management segment a process died writing (a live one's is being written)
+                                case .managementDraft(let pid) where !ProcessInspector().isAlive(pid: Int32(bitPattern: pid), startTime: nil): break
                                 default: continue
                                 }
                                 if dir.unlinkIfOwnRegularFile(name) {

@@ -9,8 +9,9 @@ import SystemPackage
 /// Objects are opened relative to the shm directory (`/dev/shm` or `SHMTRANSPORT_SHM_DIR`)
 /// with `O_NOFOLLOW`, mode 0600.
 final class SharedObject: @unchecked Sendable {
-    /// File name under the shm directory.
-    let name: String
+    /// File name under the shm directory (changes only in ``publish(as:in:)``, before the object
+    /// is shared).
+    private(set) var name: String
     let base: UnsafeMutableRawPointer
     let size: Int
     /// Device and inode, to tell whether the name still points at this object.
@@ -26,6 +27,22 @@ final class SharedObject: @unchecked Sendable {
     }
 
     deinit { munmap(base, size) }
+
+    /// Gives this object (made under a draft name) its final `finalName` in one step, unless
+    /// that name exists: `linkat` either links the fully written object or fails, so nobody ever
+    /// finds `finalName` half-made; then the draft name is removed.
+    /// - Returns: false when `finalName` exists (another process published first).
+    func publish(as finalName: String, in directory: Directory) throws(ShmCoreError) -> Bool {
+        guard linkat(directory.fd, name, directory.fd, finalName, 0) == 0 else {
+            let err = errno
+            if err == EEXIST { return false }
+            throw ShmCoreError(
+                .systemCall, "cannot link '\(name)' to '\(finalName)' in \(directory.path)", objectName: finalName, errno: err)
+        }
+        unlinkat(directory.fd, name, 0)
+        name = finalName
+        return true
+    }
 
     /// Creates `name` exclusively and reserves its memory, so that a full shm directory is an
     /// error now and never a SIGBUS later.

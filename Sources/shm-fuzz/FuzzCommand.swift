@@ -76,13 +76,16 @@ struct FuzzCommand: ParsableCommand {
             print("shm-fuzz: \(name): replayed \(bytes.count) bytes: \(accepted ? "accepted" : "refused"), no crash")
             return
         }
-        let crashPath = crashFile ?? "results/fuzz/crash-\(name)-\(getpid()).bin"
-        try CrashCapture.arm(path: crashPath)
-        defer { CrashCapture.disarm() }
         if libfuzzer {
+            // libFuzzer saves crashing inputs itself and ends the process with exit(): the
+            // fixture session goes then
+            LibFuzzer.atExit = { _ = fixture.remove() }
             try LibFuzzer.run(target, arguments: ["shm-fuzz"] + libfuzzerArguments)
             return
         }
+        let crashPath = crashFile ?? "results/fuzz/crash-\(name)-\(getpid()).bin"
+        try CrashCapture.arm(path: crashPath)
+        defer { CrashCapture.disarm() }
         var mutator = Mutator(seed: seed)
         var accepted = 0
         let start = Date()

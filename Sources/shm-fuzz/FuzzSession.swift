@@ -21,6 +21,7 @@ final class FuzzSession {
     let region: SessionRegion
     /// Blocks this process holds for the whole run (what valid metadata frames name).
     let liveBlocks: [ShmBlock]
+    private var removed = false
 
     init(logger: Logger) throws {
         var template = Array("/dev/shm/shm-fuzz-\(getpid()).XXXXXX".utf8CString)
@@ -60,6 +61,8 @@ final class FuzzSession {
     /// Detaches (the last one out removes the session) and removes both directories; what was
     /// left in them, which must be nothing.
     func remove() -> [String] {
+        guard !removed else { return [] }
+        removed = true
         for block in liveBlocks { memory.release(block) }
         region.destroy()
         memory.detach()

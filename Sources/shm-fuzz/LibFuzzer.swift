@@ -11,6 +11,8 @@ enum LibFuzzer {
     ) -> Int32
 
     nonisolated(unsafe) private static var target: (any FuzzTarget)?
+    /// Runs when libFuzzer ends the process (it calls exit() once its runs are done).
+    nonisolated(unsafe) static var atExit: (() -> Void)?
 
     static func run(_ target: any FuzzTarget, arguments: [String]) throws {
         guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "LLVMFuzzerRunDriver") else {
@@ -18,6 +20,7 @@ enum LibFuzzer {
         }
         let driver = unsafeBitCast(symbol, to: Driver.self)
         Self.target = target
+        atexit { LibFuzzer.atExit?() }
         var argc = Int32(arguments.count)
         var pointers: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for pointer in pointers { free(pointer) } }
@@ -25,7 +28,7 @@ enum LibFuzzer {
             var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = buffer.baseAddress
             return driver(&argc, &argv) { data, size in
                 let bytes = UnsafeRawBufferPointer(start: data, count: data == nil ? 0 : size)
-                _ = CrashCapture.running(bytes) { LibFuzzer.target!.run($0) }
+                _ = LibFuzzer.target!.run(bytes)
                 return 0
             }
         }

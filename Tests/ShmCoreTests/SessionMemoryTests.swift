@@ -71,6 +71,29 @@ struct SessionMemoryTests {
         for name in dir.entries() { unlink(dir.path + "/" + name) }
     }
 
+    /// The kill soak found attachers waiting 5 s for a management segment whose creator was
+    /// killed while writing it, then failing. It is now written under a draft name
+    /// (`_mngd_<pid>`) and linked to `_mng` complete: a draft of a dead creator never blocks a
+    /// session, the next creator makes its own, and the last one out removes the dead draft.
+    @Test("a creator killed while writing the management segment blocks nobody; its draft is removed")
+    func deadCreatorsDraftBlocksNobody() throws {
+        let dir = try ShmFixtureDirectory.onTmpfs()
+        defer { #expect(dir.remove().isEmpty) }
+        let config = testConfiguration("draft", directory: dir)
+        let id = ShmID(session: config.session)
+        // a pid that is not alive: the highest possible one
+        let dead = "fmq_\(id)_mngd_4194304"
+        #expect(FileManager.default.createFile(atPath: dir.path + "/" + dead, contents: Data(count: 4096)))
+        #expect(ShmObjectName(fileName: dead)?.kind == .managementDraft(4_194_304))
+        let started = MonotonicClock.nanoseconds()
+        let memory = try SessionMemory(config, logger: testLogger)
+        #expect(MonotonicClock.nanoseconds() - started < 2_000_000_000, "attaching does not wait for the dead creator")
+        #expect(memory.createdSession)
+        #expect(dir.entries().contains("fmq_\(id)_mng") && !dir.entries().contains("fmq_\(id)_mngd_\(getpid())"), "published, no draft of ours left")
+        memory.detach()
+        #expect(dir.entries().isEmpty, "the last one out removes the dead creator's draft: \(dir.entries())")
+    }
+
     @Test("alignment up to 4 KiB and beyond, size 0, mixed sizes, coalescing back to one free chunk per arena")
     func alignmentAndCoalescing() throws {
         let dir = try ShmFixtureDirectory.onTmpfs()
