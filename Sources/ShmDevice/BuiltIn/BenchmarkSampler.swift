@@ -89,16 +89,21 @@ public enum BenchmarkSampler {
                 for (index, part) in multipart.enumerated() { fill(part, options, sequence: sent, part: index) }
                 result = channel.send(multipart)
             }
-            switch result {
-            case .transferred: sent += 1
-            case .timeout: break
-            case .interrupted: return false
-            case .error(let error): throw error
-            }
-            limiter.pace()
-            return true
+            return try afterSend(result, sent: &sent, limiter: &limiter)
         }
         return done(logger, sent: sent, since: start)
+    }
+
+    /// Counts a sent message and paces to `--msg-rate`; whether the run loop goes on.
+    private static func afterSend(_ result: TransferResult, sent: inout UInt64, limiter: inout RateLimiter) throws -> Bool {
+        switch result {
+        case .transferred: sent += 1
+        case .timeout: break
+        case .interrupted: return false
+        case .error(let error): throw error
+        }
+        limiter.pace()
+        return true
     }
 
     private static func done(_ logger: Logger, sent: UInt64, since start: UInt64) -> Outcome {
@@ -127,14 +132,7 @@ public enum BenchmarkSampler {
             }
             let message = try region.makeMessage(offset: block * blocks.size, size: sizes.size(of: sent), hint: UInt64(block))
             fill(message, options, sequence: sent, part: 0)
-            switch channel.send(message) {
-            case .transferred: sent += 1
-            case .timeout: break
-            case .interrupted: return false
-            case .error(let error): throw error
-            }
-            limiter.pace()
-            return true
+            return try afterSend(channel.send(message), sent: &sent, limiter: &limiter)
         }
         return done(device.logger, sent: sent, since: start)
     }
