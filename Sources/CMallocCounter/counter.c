@@ -8,6 +8,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A sanitizer (AddressSanitizer, ThreadSanitizer) brings its own allocator and intercepts these
+ * names itself; forwarding them to glibc's would bypass it (and crash). Under one, nothing is
+ * counted and cmc_is_active() says so. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define CMC_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define CMC_SANITIZED 1
+#endif
+#endif
+
 /* glibc's own entry points: stable exported names of its allocator. */
 extern void *__libc_malloc(size_t size);
 extern void *__libc_calloc(size_t count, size_t size);
@@ -29,6 +40,7 @@ enum { max_ranges = 16 };
 static struct code_range ranges[max_ranges];
 static int range_count;
 
+#ifndef CMC_SANITIZED
 static inline int from_libzmq(uintptr_t caller) {
     int n = __atomic_load_n(&range_count, __ATOMIC_ACQUIRE);
     for (int i = 0; i < n; i++) {
@@ -46,6 +58,7 @@ static inline int from_libzmq(uintptr_t caller) {
             thread_libzmq_count += 1;                                         \
         }                                                                     \
     } while (0)
+#endif
 
 uint64_t cmc_process_allocations(void) { return __atomic_load_n(&process_count, __ATOMIC_RELAXED); }
 uint64_t cmc_thread_allocations(void) { return thread_count; }
@@ -96,17 +109,6 @@ int cmc_is_active(void) {
     free(probe);
     return thread_count != before;
 }
-
-/* A sanitizer (AddressSanitizer, ThreadSanitizer) brings its own allocator and intercepts these
- * names itself; forwarding them to glibc's would bypass it (and crash). Under one, nothing is
- * counted and cmc_is_active() says so. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define CMC_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define CMC_SANITIZED 1
-#endif
-#endif
 
 #ifndef CMC_SANITIZED
 __attribute__((visibility("default"))) void *malloc(size_t size) {
