@@ -32,9 +32,9 @@ final class ManagementSegment: @unchecked Sendable {
     private let damageReport = Mutex<String?>(nil)
 
     /// How long the session lock may stay held before this process calls the segment damaged:
-    /// it is held for microseconds (the longest: reserving a new segment's pages), so 10 s
+    /// it is held for microseconds (the longest: reserving a new segment's pages), so 5 s
     /// means a holder that never lets go or a lock word another process overwrote.
-    static let lockTimeoutNanoseconds = 10_000_000_000
+    static let lockTimeoutNanoseconds = 5_000_000_000
 
     private init(object: SharedObject, created: Bool, geometry: ManagementLayout.Geometry) {
         self.object = object
@@ -258,8 +258,13 @@ final class ManagementSegment: @unchecked Sendable {
     /// process entries are released (dead processes are pruned by ``pruneDead()``).
     /// - Throws: `.corrupt` when the lock cannot be taken within ``lockTimeoutNanoseconds`` or
     ///   is unusable (its word overwritten); the segment is then reported damaged.
-    func withLock<T>(_ body: () throws(ShmCoreError) -> T) throws(ShmCoreError) -> T {
-        let rc = RobustMutex.lock(mutex, timeoutNanoseconds: Self.lockTimeoutNanoseconds) { self.repairAfterOwnerDied() }
+    /// - Parameter timeoutNanoseconds: a shorter wait for work that can be skipped (the
+    ///   heartbeat's pruning); running out of it is then `.notReady`, not damage.
+    func withLock<T>(timeoutNanoseconds: Int? = nil, _ body: () throws(ShmCoreError) -> T) throws(ShmCoreError) -> T {
+        let rc = RobustMutex.lock(mutex, timeoutNanoseconds: timeoutNanoseconds ?? Self.lockTimeoutNanoseconds) { self.repairAfterOwnerDied() }
+        if rc == ETIMEDOUT, timeoutNanoseconds != nil {
+            throw ShmCoreError(.notReady, "the session lock in '\(object.name)' is busy; try again", objectName: object.name, errno: rc)
+        }
         guard rc == 0 else {
             let why = rc == ETIMEDOUT
                 ? "its session lock stayed held for \(Self.lockTimeoutNanoseconds / 1_000_000_000) s"

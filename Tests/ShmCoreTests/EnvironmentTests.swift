@@ -54,8 +54,8 @@ struct EnvironmentTests {
     @Test(
         "a segment that cannot be mapped (address-space limit) fails naming ulimit -v and is removed again",
         .disabled(
-            if: ProcessInfo.processInfo.environment["SHMTRANSPORT_SANITIZER"] == "address",
-            "AddressSanitizer reserves terabytes of shadow address space: under ulimit -v no program starts"))
+            if: ProcessInfo.processInfo.environment["SHMTRANSPORT_SANITIZER"] != nil,
+            "a sanitizer reserves terabytes of shadow address space: under ulimit -v no program starts"))
     func segmentBeyondAddressSpaceLimit() throws {
         let dir = try ShmFixtureDirectory("shmcore-ulimit", in: "/dev/shm")
         defer { #expect(dir.remove().isEmpty) }
