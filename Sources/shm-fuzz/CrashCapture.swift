@@ -1,3 +1,5 @@
+import Foundation
+
 #if canImport(Glibc)
 @preconcurrency import Glibc
 #endif
@@ -12,8 +14,8 @@ enum CrashCapture {
     private static let signals = [SIGSEGV, SIGBUS, SIGILL, SIGTRAP, SIGFPE, SIGABRT]
 
     static func arm(path: String) throws {
-        let directory = String(path.prefix(while: { _ in true }).split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/"))
-        if !directory.isEmpty { mkdirAll(directory) }
+        try? FileManager.default.createDirectory(
+            atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw FuzzFailure("cannot create --crash-file \(path): \(String(cString: strerror(errno)))") }
         Self.path = path
@@ -45,13 +47,5 @@ enum CrashCapture {
         input = bytes
         defer { input = nil }
         return body(bytes)
-    }
-
-    private static func mkdirAll(_ directory: String) {
-        var path = directory.hasPrefix("/") ? "" : "."
-        for part in directory.split(separator: "/") {
-            path += "/" + part
-            mkdir(path, 0o755)
-        }
     }
 }

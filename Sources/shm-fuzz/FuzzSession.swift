@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import ShmCleanup
 import ShmCore
+import ShmTestSupport
 import SystemPackage
 
 #if canImport(Glibc)
@@ -13,8 +14,10 @@ import SystemPackage
 /// reference-count pool — and a second directory holding a copy of the session that no process
 /// uses, whose segment the segment target damages. Everything is removed by ``remove()``.
 final class FuzzSession {
-    let directory: String
-    let stoppedDirectory: String
+    private let live: ShmFixtureDirectory
+    private let stopped: ShmFixtureDirectory
+    var directory: String { live.path }
+    var stoppedDirectory: String { stopped.path }
     let session: SessionID
     let id: ShmID
     let memory: SessionMemory
@@ -24,14 +27,12 @@ final class FuzzSession {
     private var removed = false
 
     init(logger: Logger) throws {
-        var template = Array("/dev/shm/shm-fuzz-\(getpid()).XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else { throw FuzzFailure("cannot create a directory under /dev/shm: \(String(cString: strerror(errno)))") }
-        directory = String(cString: made)
-        stoppedDirectory = directory + "/stopped"
-        mkdir(stoppedDirectory, 0o700)
+        // the pid in the name lets scripts/fuzz remove what a crashed run could not
+        live = try ShmFixtureDirectory("shm-fuzz-\(getpid())", in: "/dev/shm")
+        stopped = try ShmFixtureDirectory("stopped", in: live.path)
         session = try SessionID("fuzz-\(getpid())")
         id = ShmID(session: session)
-        var configuration = SessionConfiguration(session: session, directory: FilePath(directory), segmentSize: 256 << 10)
+        var configuration = SessionConfiguration(session: session, directory: FilePath(live.path), segmentSize: 256 << 10)
         configuration.messageRecords = true
         do {
             let memory = try SessionMemory(configuration, logger: logger)
@@ -41,8 +42,8 @@ final class FuzzSession {
             self.memory = memory
             liveBlocks = blocks
         } catch {
-            rmdir(stoppedDirectory)
-            rmdir(directory)
+            _ = stopped.remove()
+            _ = live.remove()
             throw FuzzFailure("cannot make the fuzz session: \(error)")
         }
         // the stopped copy: the management segment and the segment, byte for byte
@@ -66,17 +67,10 @@ final class FuzzSession {
         for block in liveBlocks { memory.release(block) }
         region.destroy()
         memory.detach()
-        for name in [ShmObjectName(id, .management).fileName, ShmObjectName(id, .segment(0)).fileName] { unlink(stoppedDirectory + "/" + name) }
-        var left: [String] = []
-        for dir in [stoppedDirectory, directory] {
-            for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where name != "stopped" {
-                left.append(dir + "/" + name)
-                unlink(dir + "/" + name)
-            }
-        }
-        rmdir(stoppedDirectory)
-        rmdir(directory)
-        return left
+        for name in [ShmObjectName(id, .management).fileName, ShmObjectName(id, .segment(0)).fileName] { unlink(stopped.path + "/" + name) }
+        let leftStopped = stopped.remove().map { stopped.path + "/" + $0 }
+        let leftLive = live.remove().map { live.path + "/" + $0 }
+        return leftStopped + leftLive
     }
 }
 
