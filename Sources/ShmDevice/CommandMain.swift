@@ -8,8 +8,14 @@ public enum CommandMain {
     public static func run<Command: AsyncParsableCommand>(_: Command.Type) async -> Never {
         let command: Command
         do {
-            guard let parsed = try Command.parseAsRoot() as? Command else { Command.exit() }
-            command = parsed
+            let parsed = try Command.parseAsRoot()
+            guard let ours = parsed as? Command else {
+                // `--help`, `help`: ArgumentParser's own help command, whose run throws the text
+                var help = parsed
+                do { try help.run() } catch { exitForParse(error, Command.self) }
+                Foundation.exit(0)
+            }
+            command = ours
         } catch {
             exitForParse(error, Command.self)
         }
@@ -25,10 +31,12 @@ public enum CommandMain {
     public static func run<Command: ParsableCommand>(_: Command.Type) -> Never {
         do {
             var command = try Command.parseAsRoot()
+            let ours = command is Command  // otherwise ArgumentParser's help command (`--help`)
             do {
                 try command.run()
                 Foundation.exit(0)
             } catch {
+                if !ours { exitForParse(error, Command.self) }
                 exitForRun(error, Command.self)
             }
         } catch {
