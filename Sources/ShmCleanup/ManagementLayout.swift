@@ -1,4 +1,5 @@
-/// The binary layout of this transport's management segment `fmq_<id>_mng`, version 1.
+/// The binary layout of this transport's management segment `fmq_<id>_mng`, version 2 (version
+/// 1 had a glibc robust mutex as the session lock).
 ///
 /// This file is the single source of truth for the layout: the shared-memory core writes it,
 /// the cleanup engine reads it. Everything is little-endian, fixed width, naturally aligned;
@@ -8,7 +9,7 @@
 /// offset  size  field
 /// ------  ----  ----------------------------------------------------------------------
 ///      0     8  magic            "SHMTRMNG" (0x474e4d5254484d53): not ours if different
-///      8     4  layoutVersion    1; a reader refuses versions it does not know
+///      8     4  layoutVersion    2; a reader refuses versions it does not know
 ///     12     4  headerSize       512
 ///     16     8  totalSize        size of the whole object in bytes
 ///     24     4  state            0 initialising, 1 ready (set last, with release order)
@@ -32,7 +33,7 @@
 ///    368     8  regionTableOffset
 ///    376     4  regionCapacity
 ///    380     4  regionEntrySize
-///    384     8  lockOffset       robust process-shared pthread mutex
+///    384     8  lockOffset       the session lock (ShmCore's SharedLock, 16 bytes used)
 ///    392     4  lockSize
 ///    396     4  creatorSlurmJobID    0: not created inside a Slurm job
 ///    400     4  creatorSlurmStepID   UInt32.max: not in a step
@@ -73,7 +74,7 @@ public enum ManagementLayout {
     /// `"SHMTRMNG"` read as a little-endian `UInt64`.
     public static let magic: UInt64 = 0x474e_4d52_5448_4d53
     /// The layout version this build reads and writes.
-    public static let version: UInt32 = 1
+    public static let version: UInt32 = 2
     /// Size of the fixed header.
     public static let headerSize = 512
     /// Longest session name stored.
@@ -112,8 +113,8 @@ public enum ManagementLayout {
         public static let lockState = 404
     }
 
-    /// Values of the header `lockState` field: a creator that does not initialise the robust
-    /// mutex (it leaves 0) lets the first attacher do it (CAS 0 -> 1, init, store 2).
+    /// Values of the header `lockState` field: a creator that does not initialise the session
+    /// lock (it leaves 0) lets the first attacher do it (CAS 0 -> 1, init, store 2).
     public enum LockState {
         public static let uninitialised: UInt32 = 0
         public static let initialising: UInt32 = 1
@@ -132,7 +133,7 @@ public enum ManagementLayout {
         public static let noCleanup: UInt32 = 1
     }
 
-    /// Where the robust mutex lives and how much room it has.
+    /// Where the session lock lives and how much room it has (it uses 16 bytes).
     public static let lockOffset = 512
     public static let lockSize = 64
 

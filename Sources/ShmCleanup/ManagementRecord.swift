@@ -253,7 +253,7 @@ extension ManagementRecord {
         self.regions = regions
     }
 
-    /// Encodes this record in layout version 1 with the default table capacities.
+    /// Encodes this record in this build's layout version (``ManagementLayout/version``) with the default table capacities.
     ///
     /// The shared-memory core uses it to lay out a fresh management segment (it then
     /// initialises the lock in place); tests use it to build sessions by hand.

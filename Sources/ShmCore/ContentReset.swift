@@ -127,11 +127,8 @@ public enum ContentReset {
                 : old?.segments.first { $0.id == segmentID }.flatMap { AllocationStrategy(code: $0.allocator) } ?? .rbtreeBestFit
             let arenas = intact ? heap.arenaCount : SegmentLayout.defaultArenaCount(segmentSize: mapped.size)
             let flags = intact ? mapped.base.load(fromByteOffset: SegmentLayout.Header.flags, as: UInt8.self) : 0
-            let rc = SegmentHeap.format(
+            SegmentHeap.format(
                 base: mapped.base, size: mapped.size, segmentID: segmentID, strategy: strategy, arenaCount: arenas, flags: flags)
-            guard rc == 0 else {
-                throw ShmCoreError(.systemCall, "cannot initialise the locks of '\(object.fileName)'", objectName: object.fileName, errno: rc)
-            }
             segments.append(
                 Report.Segment(
                     id: segmentID, size: mapped.size, allocator: strategy.rawValue, arenas: arenas,
@@ -203,10 +200,7 @@ public enum ContentReset {
         guard let mng = try ManagementSegment.openForRewrite(mngName, in: dir) else {
             throw ShmCoreError(.systemCall, "cannot create '\(mngName)': it keeps disappearing", objectName: mngName)
         }
-        let rc = mng.write(record, regionCounter: min(counter, UInt32(UInt16.max)))
-        guard rc == 0 else {
-            throw ShmCoreError(.systemCall, "cannot initialise the session lock in '\(mngName)'", objectName: mngName, errno: rc)
-        }
+        mng.write(record, regionCounter: min(counter, UInt32(UInt16.max)))
         logger.info(
             "session content reset",
             metadata: ["shm.id": "\(id)", "shm.segments": "\(segments.count)", "shm.regions": "\(regions.count)"])

@@ -57,9 +57,8 @@ final class ManagementSegment: @unchecked Sendable {
 
     var processTable: ManagementLayout.Table { geometry.processes }
     var segmentTable: ManagementLayout.Table { geometry.segments }
-    var mutex: UnsafeMutablePointer<pthread_mutex_t> {
-        (base + geometry.lockOffset).assumingMemoryBound(to: pthread_mutex_t.self)
-    }
+    /// The session lock (``SharedLock``), where the header said when the segment became ready.
+    var lock: SharedLock { SharedLock(at: base + geometry.lockOffset) }
 
 
     // MARK: Create or attach
@@ -88,11 +87,7 @@ final class ManagementSegment: @unchecked Sendable {
                     flags: noCleanup ? ManagementLayout.Flags.noCleanup : 0, createdAtNanos: WallClock.nanoseconds(),
                     ready: false)
                 let segment = ManagementSegment(object: object, created: true, geometry: .standard)
-                let rc = segment.write(record)
-                if rc != 0 {
-                    directory.unlink(draft)
-                    throw ShmCoreError(.systemCall, "cannot initialise the session lock in '\(name)'", objectName: name, errno: rc)
-                }
+                segment.write(record)
                 let published: Bool
                 do throws(ShmCoreError) {
                     published = try object.publish(as: name, in: directory)
@@ -168,19 +163,16 @@ final class ManagementSegment: @unchecked Sendable {
     /// Writes `record` as the whole content (standard geometry, `ready: false` in it), a fresh
     /// session lock, and `state = ready` last; nobody may use the segment meanwhile (its creator,
     /// or a reset of a session no process is attached to). Attachers wait while it is not ready.
-    /// - Returns: 0, or the error number of the lock's initialisation.
-    func write(_ record: ManagementRecord, regionCounter: UInt32 = 1024) -> Int32 {
+    func write(_ record: ManagementRecord, regionCounter: UInt32 = 1024) {
         atomic32(H.state).store(ManagementLayout.State.initialising, ordering: .sequentiallyConsistent)
         var fresh = record
         fresh.ready = false
         let bytes = fresh.encoded()
         bytes.withUnsafeBytes { object.base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         setU32(H.regionCounter, regionCounter)
-        let rc = RobustMutex.initialise(mutex)
-        if rc != 0 { return rc }
+        lock.initialise()
         atomic32(H.lockState).store(ManagementLayout.LockState.ready, ordering: .releasing)
         atomic32(H.state).store(ManagementLayout.State.ready, ordering: .releasing)
-        return 0
     }
 
     /// Opens an existing management segment to overwrite it with ``write(_:regionCounter:)``,
@@ -205,11 +197,7 @@ final class ManagementSegment: @unchecked Sendable {
             if s == ManagementLayout.LockState.uninitialised
                 && state.compareExchange(expected: s, desired: ManagementLayout.LockState.initialising, ordering: .acquiring).exchanged
             {
-                let rc = RobustMutex.initialise(mutex)
-                if rc != 0 {
-                    state.store(ManagementLayout.LockState.uninitialised, ordering: .releasing)
-                    throw ShmCoreError(.systemCall, "cannot initialise the session lock in '\(object.name)'", objectName: object.name, errno: rc)
-                }
+                lock.initialise()
                 state.store(ManagementLayout.LockState.ready, ordering: .releasing)
                 return
             }
@@ -223,32 +211,18 @@ final class ManagementSegment: @unchecked Sendable {
     }
 
     /// Takes and releases the session lock once with a time limit, so that an attacher finds a
-    /// damaged lock word (garbage type bits, an owner thread that never existed) as an error
-    /// instead of blocking or trapping in every later ``withLock(_:)``. The lock is held for
-    /// microseconds at a time, so 3 s without it means a stuck holder or a damaged segment.
+    /// lock that stays held (a stuck holder, a lock word another process overwrote with a live
+    /// pid) as an error at attach instead of in every later ``withLock(_:)``. The lock is held
+    /// for microseconds at a time, so 3 s without it means a stuck holder or a damaged segment.
     func checkLockUsable(session: SessionID) throws(ShmCoreError) {
-        var deadline = timespec()
-        clock_gettime(CLOCK_REALTIME, &deadline)
-        deadline.tv_sec += 3
-        let rc = pthread_mutex_timedlock(mutex, &deadline)
-        switch rc {
-        case 0:
-            pthread_mutex_unlock(mutex)
-        case EOWNERDEAD:
-            repairAfterOwnerDied()
-            pthread_mutex_consistent(mutex)
-            pthread_mutex_unlock(mutex)
-        case ETIMEDOUT:
-            let owner = mutex.pointee.__data.__owner
+        switch lock.lock(timeoutNanoseconds: 3_000_000_000, repair: repairAfterOwnerDied) {
+        case .acquired, .holderDied:
+            lock.unlock()
+        case .timedOut(let holder):
             throw ShmCoreError(
                 .corrupt,
-                "the session lock in '\(object.name)' stayed held for 3 s (owner thread \(owner)); if a device of session '\(session)' is stuck, stop it, otherwise the session is damaged: clean it (shmmonitor -c -s \(session))",
-                objectName: object.name, errno: rc)
-        default:
-            throw ShmCoreError(
-                .corrupt,
-                "the session lock in '\(object.name)' is unusable (pthread_mutex_timedlock: error \(rc)); the session is damaged, clean it (shmmonitor -c -s \(session))",
-                objectName: object.name, errno: rc)
+                "the session lock in '\(object.name)' stayed held for 3 s (by pid \(holder)); if a device of session '\(session)' is stuck, stop it, otherwise the session is damaged: clean it (shmmonitor -c -s \(session))",
+                objectName: object.name, errno: ETIMEDOUT)
         }
     }
 
@@ -256,22 +230,22 @@ final class ManagementSegment: @unchecked Sendable {
 
     /// Runs `body` holding the session lock. A holder that died is repaired first: half-claimed
     /// process entries are released (dead processes are pruned by ``pruneDead()``).
-    /// - Throws: `.corrupt` when the lock cannot be taken within ``lockTimeoutNanoseconds`` or
-    ///   is unusable (its word overwritten); the segment is then reported damaged.
+    /// - Throws: `.corrupt` when the lock cannot be taken within ``lockTimeoutNanoseconds`` (a
+    ///   holder that never lets go, or its word overwritten); the segment is then reported damaged.
     /// - Parameter timeoutNanoseconds: a shorter wait for work that can be skipped (the
     ///   heartbeat's pruning); running out of it is then `.notReady`, not damage.
     func withLock<T>(timeoutNanoseconds: Int? = nil, _ body: () throws(ShmCoreError) -> T) throws(ShmCoreError) -> T {
-        let rc = RobustMutex.lock(mutex, timeoutNanoseconds: timeoutNanoseconds ?? Self.lockTimeoutNanoseconds) { self.repairAfterOwnerDied() }
-        if rc == ETIMEDOUT, timeoutNanoseconds != nil {
-            throw ShmCoreError(.notReady, "the session lock in '\(object.name)' is busy; try again", objectName: object.name, errno: rc)
+        let lock = self.lock
+        if case .timedOut(let holder) = lock.lock(
+            timeoutNanoseconds: timeoutNanoseconds ?? Self.lockTimeoutNanoseconds, repair: repairAfterOwnerDied)
+        {
+            if timeoutNanoseconds != nil {
+                throw ShmCoreError(.notReady, "the session lock in '\(object.name)' is busy; try again", objectName: object.name, errno: ETIMEDOUT)
+            }
+            throw damaged(
+                "its session lock stayed held for \(Self.lockTimeoutNanoseconds / 1_000_000_000) s by pid \(holder)", errno: ETIMEDOUT)
         }
-        guard rc == 0 else {
-            let why = rc == ETIMEDOUT
-                ? "its session lock stayed held for \(Self.lockTimeoutNanoseconds / 1_000_000_000) s"
-                : "its session lock is unusable (error \(rc))"
-            throw damaged(why, errno: rc)
-        }
-        defer { pthread_mutex_unlock(mutex) }
+        defer { lock.unlock() }
         return try body()
     }
 

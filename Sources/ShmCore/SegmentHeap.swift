@@ -8,8 +8,8 @@ import Atomics
 /// its own, so every process that maps the segment (at any address) can use it.
 ///
 /// Layout and invariants: ``SegmentLayout``. All heap changes of an arena happen under the
-/// arena's robust mutex; a holder that dies leaves the mutex in owner-died state and the next
-/// locker rebuilds the arena's free lists from the chunk sizes (``repair(arena:)``).
+/// arena's lock (``SharedLock``); when a holder dies, the next locker takes the lock over and
+/// rebuilds the arena's free lists from the chunk sizes (``repair(arena:)``).
 struct SegmentHeap: @unchecked Sendable {
     typealias A = SegmentLayout.Arena
     typealias C = SegmentLayout.Chunk
@@ -68,9 +68,8 @@ struct SegmentHeap: @unchecked Sendable {
     }
 
     @inline(__always) func arenaOffset(_ arena: Int) -> Int { SegmentLayout.arenaTableOffset + arena * SegmentLayout.arenaStride }
-    @inline(__always) func mutex(_ arena: Int) -> UnsafeMutablePointer<pthread_mutex_t> {
-        (base + arenaOffset(arena) + A.mutex).assumingMemoryBound(to: pthread_mutex_t.self)
-    }
+    /// The arena's lock (``SharedLock``).
+    @inline(__always) func lock(_ arena: Int) -> SharedLock { SharedLock(at: base + arenaOffset(arena) + A.lock) }
     func arenaRange(_ arena: Int) -> (start: Int, end: Int) {
         let a = arenaOffset(arena)
         return (Int(truncatingIfNeeded: u64(a + A.start)), Int(truncatingIfNeeded: u64(a + A.end)))
@@ -98,7 +97,7 @@ struct SegmentHeap: @unchecked Sendable {
     static func format(
         base: UnsafeMutableRawPointer, size: Int, segmentID: UInt16, strategy: AllocationStrategy, arenaCount: Int,
         flags: UInt8 = 0
-    ) -> Int32 {
+    ) {
         let heap = SegmentHeap(base: base)
         heap.atomic32(SegmentLayout.Header.state).store(SegmentLayout.unformatted, ordering: .sequentiallyConsistent)
         let heapOffset = SegmentLayout.heapOffset(arenaCount: arenaCount)
@@ -128,8 +127,7 @@ struct SegmentHeap: @unchecked Sendable {
         }
         for i in 0..<arenaCount {
             let a = heap.arenaOffset(i)
-            let rc = RobustMutex.initialise(heap.mutex(i))
-            if rc != 0 { return rc }
+            heap.lock(i).initialise()
             let start = bounds[i]
             let end = bounds[i + 1]
             heap.setU64(a + A.start, UInt64(start))
@@ -140,23 +138,18 @@ struct SegmentHeap: @unchecked Sendable {
             heap.insertFree(arena: i, chunk: start, size: end - start)
         }
         heap.atomic32(SegmentLayout.Header.state).store(SegmentLayout.ready, ordering: .releasing)
-        return 0
     }
 
     // MARK: Locking
 
-    /// Locks an arena; rebuilds it first when the previous holder died holding the lock.
+    /// Locks an arena; rebuilds it first when the previous holder died holding the lock. Waits
+    /// for as long as the holder lives (it holds the lock for a heap operation).
     @inline(__always) func lock(arena: Int) {
-        let rc = RobustMutex.lock(mutex(arena)) { repair(arena: arena) }
-        if rc != 0 { lockFailed(arena: arena, rc: rc) }
+        _ = lock(arena).lock(timeoutNanoseconds: nil) { repair(arena: arena) }
     }
 
     @inline(__always) func unlock(arena: Int) {
-        pthread_mutex_unlock(mutex(arena))
-    }
-
-    @inline(never) private func lockFailed(arena: Int, rc: Int32) -> Never {
-        fatalError("cannot lock arena \(arena) of a shared memory segment: pthread_mutex_lock returned \(rc); the segment is damaged, clean the session (shmmonitor -c -s <session>)")
+        lock(arena).unlock()
     }
 
     // MARK: Size classes

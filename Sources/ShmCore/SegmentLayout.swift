@@ -1,15 +1,16 @@
-/// The binary layout of a managed segment `fmq_<id>_m_<n>`, version 2 (version 1 had no
-/// waiting bitmap, room sequence or remote-free heads).
+/// The binary layout of a managed segment `fmq_<id>_m_<n>`, version 3 (version 2 had glibc
+/// robust mutexes as arena locks, version 1 no waiting bitmap, room sequence or remote-free
+/// heads).
 ///
 /// A segment is a header, a table of arenas, and a heap split into one contiguous range per
-/// arena. Every arena is an independent allocator with its own robust process-shared mutex,
+/// arena. Every arena is an independent allocator with its own lock (``SharedLock``),
 /// so that processes allocating small blocks do not all queue on one lock (FairMQ issue #480).
 /// Only offsets from the segment start are stored, never pointers.
 ///
 /// ```
 /// offset            size   field
 /// 0                 8      magic "SHMTRSEG" (0x4745_5352_5448_4d53)
-/// 8                 4      layoutVersion (2)
+/// 8                 4      layoutVersion (3)
 /// 12                4      state: 0 unformatted, 1 ready (set last, release order)
 /// 16                8      segmentSize
 /// 24                2      segmentID
@@ -28,7 +29,7 @@
 ///
 /// Arena (4096 bytes):
 /// ```
-///    0  64    robust process-shared pthread mutex
+///    0  16    lock (``SharedLock``: holder word, holder start time), 48 bytes spare
 ///   64  8     start: offset of the arena's first chunk
 ///   72  8     end: offset one past its last chunk
 ///   80  8     freeBytes: sum of free chunk sizes (written under the lock, read racily)
@@ -64,7 +65,7 @@
 /// what makes crash recovery possible (see `docs/shmcore.md`).
 enum SegmentLayout {
     static let magic: UInt64 = 0x4745_5352_5448_4d53
-    static let version: UInt32 = 2
+    static let version: UInt32 = 3
 
     enum Header {
         static let magic = 0
@@ -106,7 +107,7 @@ enum SegmentLayout {
     static let maximumArenas = 16
 
     enum Arena {
-        static let mutex = 0
+        static let lock = 0
         static let start = 64
         static let end = 72
         static let freeBytes = 80

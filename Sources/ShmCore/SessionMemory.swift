@@ -235,12 +235,9 @@ public final class SessionMemory: @unchecked Sendable {
                         // Pre-created by a keep-alive process that does not format segments.
                         let strategy = AllocationStrategy(code: info.allocator) ?? .rbtreeBestFit
                         let arenas = config.arenaCount ?? SegmentLayout.defaultArenaCount(segmentSize: object.size)
-                        let rc = SegmentHeap.format(
+                        SegmentHeap.format(
                             base: object.base, size: object.size, segmentID: segmentID, strategy: strategy, arenaCount: arenas,
                             flags: config.segmentFlags)
-                        guard rc == 0 else {
-                            throw ShmCoreError(.systemCall, "cannot initialise the locks of '\(name)'", objectName: name, errno: rc)
-                        }
                     } else {
                         guard heap.isUsable(objectSize: object.size) else {
                             throw ShmCoreError(
@@ -275,13 +272,9 @@ public final class SessionMemory: @unchecked Sendable {
                 }
                 if config.zeroSegmentOnCreation { memset(object.base, 0, object.size) }
                 let arenas = config.arenaCount ?? SegmentLayout.defaultArenaCount(segmentSize: object.size)
-                let rc = SegmentHeap.format(
+                SegmentHeap.format(
                     base: object.base, size: object.size, segmentID: segmentID, strategy: config.allocationStrategy,
                     arenaCount: arenas, flags: config.segmentFlags)
-                guard rc == 0 else {
-                    dir.unlink(name)
-                    throw ShmCoreError(.systemCall, "cannot initialise the locks of '\(name)'", objectName: name, errno: rc)
-                }
                 if config.mlockSegmentOnCreation && !config.mlockSegmentOnAttach { try Self.lockInRAM(object) }
                 let heap = SegmentHeap(base: object.base)
                 do throws(ShmCoreError) {
@@ -859,7 +852,7 @@ public final class SessionMemory: @unchecked Sendable {
             }
         case .sessionLockClaiming:
             if let mng = state.withLock({ $0.management }) {
-                pthread_mutex_lock(mng.mutex)
+                _ = mng.lock.lock(timeoutNanoseconds: nil) {}
                 let t = mng.processTable
                 for i in 0..<t.capacity {
                     let e = t.offset + i * t.stride

@@ -17,7 +17,7 @@ import Atomics
 /// 16     4  workers
 /// 24     8  segmentSize (bytes covered by the bitmap)
 /// 64 + 64*i   worker i: 0 progress (atomic), 8 lastProgressNanos (atomic)
-/// inboxOffset + i*inboxStride  inbox i: robust mutex (64), head u64 @64, tail u64 @72,
+/// inboxOffset + i*inboxStride  inbox i: lock (SharedLock, 64 bytes room), head u64 @64, tail u64 @72,
 ///             then inboxCapacity entries of 32 bytes (segment u64, offset, size, tag)
 /// bitmapOffset  segmentSize/16 bits
 /// ```
@@ -43,9 +43,7 @@ struct Control: @unchecked Sendable {
         let control = Control(base: base)
         base.storeBytes(of: UInt32(workers), toByteOffset: 16, as: UInt32.self)
         base.storeBytes(of: UInt64(segmentSize), toByteOffset: 24, as: UInt64.self)
-        for i in 0..<maxWorkers {
-            guard RobustMutex.initialise(control.inboxMutex(i)) == 0 else { return nil }
-        }
+        for i in 0..<maxWorkers { control.inboxLock(i).initialise() }
         base.storeBytes(of: magic, toByteOffset: 0, as: UInt64.self)
         return control
     }
@@ -73,16 +71,14 @@ struct Control: @unchecked Sendable {
     func lastProgress(_ i: Int) -> UnsafeAtomic<UInt64> { a64(64 + 64 * i + 8) }
 
     func inbox(_ i: Int) -> Int { Self.inboxOffset + i * Self.inboxStride }
-    func inboxMutex(_ i: Int) -> UnsafeMutablePointer<pthread_mutex_t> {
-        (base + inbox(i)).assumingMemoryBound(to: pthread_mutex_t.self)
-    }
+    func inboxLock(_ i: Int) -> SharedLock { SharedLock(at: base + inbox(i)) }
 
     /// Runs `body` with inbox `i` locked (robust: a dead holder's half-done push is invisible,
     /// because the tail is stored last).
     func withInbox<T>(_ i: Int, _ body: () -> T) -> T {
-        let m = inboxMutex(i)
-        RobustMutex.lock(m) {}
-        defer { pthread_mutex_unlock(m) }
+        let lock = inboxLock(i)
+        _ = lock.lock(timeoutNanoseconds: nil) {}
+        defer { lock.unlock() }
         return body()
     }
 

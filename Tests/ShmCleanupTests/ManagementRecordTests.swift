@@ -32,8 +32,8 @@ import Testing
 
     @Test func refusesUnknownVersions() {
         var bytes = Self.sample.encoded()
-        bytes[ManagementLayout.Header.layoutVersion] = 2
-        #expect(throws: ManagementRecord.DecodeFailure.unsupportedVersion(2)) {
+        bytes[ManagementLayout.Header.layoutVersion] = 99
+        #expect(throws: ManagementRecord.DecodeFailure.unsupportedVersion(99)) {
             try bytes.withUnsafeBytes { try ManagementRecord(bytes: $0) }
         }
     }

@@ -228,6 +228,45 @@ struct SessionMemoryTests {
         #expect(newer?.message.contains("version 99") == true)
     }
 
+    @Test("a session lock that a live process keeps (a stuck device, a word written over) fails the attach after 3 s, naming the holder")
+    func stuckSessionLockIsAnErrorAtAttach() throws {
+        let dir = try ShmFixtureDirectory.onTmpfs()
+        defer { #expect(dir.remove().isEmpty) }
+        let config = testConfiguration("stuck-lock", directory: dir)
+        let name = "\(dir.path)/fmq_\(ShmID(session: config.session))_mng"
+        var bytes = ManagementRecord(sessionName: config.session.rawValue, creatorUID: geteuid(), creatorPID: getppid()).encoded()
+        let holder = getppid()  // alive for the whole test
+        bytes.withUnsafeMutableBytes {
+            $0.storeBytes(of: ManagementLayout.LockState.ready, toByteOffset: ManagementLayout.Header.lockState, as: UInt32.self)
+            $0.storeBytes(of: UInt64(5) << 32 | UInt64(UInt32(bitPattern: holder)), toByteOffset: ManagementLayout.lockOffset, as: UInt64.self)
+        }
+        #expect(FileManager.default.createFile(atPath: name, contents: Data(bytes)))
+        let started = Date()
+        let stuck = #expect(throws: ShmCoreError.self) { try SessionMemory(config, logger: testLogger) }
+        let waited = Date().timeIntervalSince(started)
+        #expect(stuck?.code == .corrupt)
+        #expect(stuck?.message.contains("stayed held for 3 s (by pid \(holder))") == true, "\(stuck?.message ?? "")")
+        #expect(stuck?.message.contains("shmmonitor -c -s \(config.session)") == true)
+        #expect(waited >= 2.9 && waited < 10, "gave up after \(waited) s")
+
+        // The same word with a pid that no process has: taken over and repaired, the attach works.
+        var gone = pid_t(0)
+        let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/true"), nil]
+        defer { argv.forEach { free($0) } }
+        #expect(posix_spawn(&gone, "/bin/true", nil, nil, argv, environ) == 0)
+        var status: Int32 = 0
+        waitpid(gone, &status, 0)
+        let fd = open(name, O_RDWR)
+        #expect(fd >= 0)
+        var word = UInt64(9) << 32 | UInt64(UInt32(bitPattern: gone))
+        #expect(pwrite(fd, &word, 8, off_t(ManagementLayout.lockOffset)) == 8)
+        close(fd)
+        let memory = try SessionMemory(config, logger: testLogger)
+        let block = try memory.allocate(size: 64)
+        memory.release(block)
+        memory.detach()
+    }
+
     @Test("an attacher that finds the management segment still empty waits for its creator instead of failing")
     func emptyManagementSegmentIsWaitedFor() throws {
         let dir = try ShmFixtureDirectory.onTmpfs()

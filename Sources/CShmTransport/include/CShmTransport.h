@@ -2,7 +2,7 @@
 #define CSHMTRANSPORT_H
 
 /* Only what Swift cannot call directly lives here: the variadic syscall(2) for futexes and
- * _GNU_SOURCE macros and functions. Everything else (shm_open, posix_fallocate, robust mutexes, atomics) is called from Swift. */
+ * _GNU_SOURCE macros and functions. Everything else (shm_open, posix_fallocate, atomics) is called from Swift. */
 
 #include <stdint.h>
 #include <time.h>
@@ -14,6 +14,15 @@ int cshm_futex_wait(uint32_t *addr, uint32_t expected, const struct timespec *ti
 
 /// Wakes up to count waiters on a futex shared between processes. Returns the number woken or -1.
 int cshm_futex_wake(uint32_t *addr, int count);
+
+/// Tells the CPU that this thread spins on a lock word (x86 `pause`, arm64 `yield`).
+static inline void cshm_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
 
 /// The `POSIX_SPAWN_SETSID` flag for posix_spawnattr_setflags (a _GNU_SOURCE macro Swift does not see).
 short cshm_posix_spawn_setsid_flag(void);
