@@ -64,10 +64,12 @@ launch::choose_session() {
 }
 
 # Prints the path of shmmonitor: $1 (--shmmonitor), else $SHMMONITOR, else next to the calling
-# script ($2 = that script's directory), else on PATH. Exits 2 with the fix when none is found.
+# script ($2 = that script's directory), else in the bin/ of the prefix the script is installed
+# in (<prefix>/share/shmtransport -> <prefix>/bin), else on PATH. Exits 2 with the fix when none
+# is found.
 launch::find_shmmonitor() {
     local -r given=${1-} beside=${2-}
-    local path
+    local path installed=""
     if [[ -n $given ]]; then
         [[ -x $given && ! -d $given ]] || common::die "--shmmonitor '$given' is not an executable file; give the path of a built shmmonitor"
         printf '%s\n' "$given"
@@ -82,11 +84,27 @@ launch::find_shmmonitor() {
         printf '%s\n' "$beside/shmmonitor"
         return 0
     fi
+    if [[ $beside == */share/shmtransport ]]; then installed=${beside%/share/shmtransport}/bin/shmmonitor; fi
+    if [[ -n $installed && -x $installed && ! -d $installed ]]; then
+        printf '%s\n' "$installed"
+        return 0
+    fi
     if path=$(type -P shmmonitor); then
         printf '%s\n' "$path"
         return 0
     fi
     common::die "cannot find shmmonitor; pass --shmmonitor PATH, set SHMMONITOR, install it next to ${0##*/} or on PATH (build it with: swift build --product shmmonitor)"
+}
+
+# Prints the package version: from lib/version beside the installed scripts ($1 = their
+# directory), or in the repository from Sources/ShmCleanup/Version.swift (the one source of it).
+launch::version() {
+    local -r here=$1
+    if [[ -f $here/lib/version ]]; then
+        cat "$here/lib/version"
+    else
+        sed -n 's/.*static let current = "\(.*\)".*/\1/p' "$here/../Sources/ShmCleanup/Version.swift"
+    fi
 }
 
 # Prints the shm id (8 hex digits) of session $2, using shmmonitor $1.

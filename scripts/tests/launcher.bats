@@ -408,3 +408,10 @@ EOF
     run -126 "$LAUNCH" --shm-dir "$SHMDIR" -- "$BATS_TEST_TMPDIR/not-executable"
     [[ $output == *"is not executable"* ]]
 }
+
+@test "--version prints the package's one version (ShmTransportVersion.current)" {
+    run "$LAUNCH" --version
+    [ "$status" -eq 0 ]
+    [ "$output" = "$(sed -n 's/.*static let current = "\(.*\)".*/\1/p' "$REPO/Sources/ShmCleanup/Version.swift")" ]
+    [[ $output =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]]
+}
