@@ -72,8 +72,10 @@ if(CMAKE_VERSION VERSION_LESS 3.16)
     message(FATAL_ERROR "ShmTransportFixtures needs CMake 3.16 or newer (this is ${CMAKE_VERSION}); upgrade CMake")
 endif()
 
+# Installed, this file is <prefix>/lib/cmake/ShmTransportFixtures/: the tools are in <prefix>/bin.
 find_program(SHMTRANSPORT_SHMMONITOR
     NAMES shmmonitor
+    HINTS "${CMAKE_CURRENT_LIST_DIR}/../../../bin"
     DOC "shmmonitor, the ShmTransport cleanup tool the CTest fixtures call")
 
 set(SHMTRANSPORT_FIXTURES_SHM_DIR "" CACHE PATH
