@@ -11,7 +11,7 @@ srun_with_plugstack() {
     rm -rf "$dir"
     mkdir -p "$dir"
     sed "s#^PlugStackConfig=.*#PlugStackConfig=$dir/plugstack.conf#" "$SLURM_CONF" >"$dir/slurm.conf"
-    printf 'required %s/shmtransport_spank.so %s\n' "$SHMT_BIN" "$*" >"$dir/plugstack.conf"
+    printf 'required %s %s\n' "$SHMT_PLUGIN" "$*" >"$dir/plugstack.conf"
     chmod -R a+rX "$dir"
     run runuser -u "$SHMT_USER1" -- env SLURM_CONF="$dir/slurm.conf" srun -n1 true
     echo "$output"
@@ -70,12 +70,12 @@ srun_with_plugstack() {
 }
 
 @test "the plugin exports only the SPANK symbols" {
-    run nm -D --defined-only "$SHMT_BIN/shmtransport_spank.so"
+    run nm -D --defined-only "$SHMT_PLUGIN"
     [ "$status" -eq 0 ]
     exported=$(echo "$output" | awk '{print $3}' | sed 's/@.*//' | grep -v -x SHMTRANSPORT_SPANK_1.0 | sort | tr '\n' ' ')
     echo "$exported"
     [ "$exported" = "plugin_name plugin_type plugin_version slurm_spank_exit slurm_spank_init slurm_spank_init_post_opt slurm_spank_job_epilog slurm_spank_job_prolog spank_plugin_version " ]
-    run readelf -d "$SHMT_BIN/shmtransport_spank.so"
+    run readelf -d "$SHMT_PLUGIN"
     [[ $output == *"BIND_NOW"* ]]
     [[ $output != *"libswift"* ]]
 }

@@ -7,6 +7,7 @@
 #   SHMT_TEST_ROOT  fixed root of the test cluster (outside /tmp: job_container/tmpfs forbids it)
 #   SLURM_CONF      $SHMT_TEST_ROOT/etc/slurm.conf, so every client command uses this cluster
 #   SHMT_BIN        world-readable copies of shmmonitor, shm-keepalive and the plugin
+#   SHMT_PLUGIN, SHMT_MONITOR  the plugin and the shmmonitor the plugstack line names
 #   SHMT_PROCTRACK  cgroup or linuxproc (see cluster::proctrack)
 #   SHMT_PLUGSTACK_ARGS  more plugstack arguments on the plugin's default line (optional)
 
@@ -38,8 +39,8 @@ cluster::write_plugstack() {
         : >"$conf"
         return
     fi
-    printf 'required %s/shmtransport_spank.so shmmonitor=%s/shmmonitor state_dir=%s/spank-state %s\n' \
-        "$SHMT_BIN" "$SHMT_BIN" "$SHMT_TEST_ROOT" "$*" >"$conf"
+    printf 'required %s shmmonitor=%s state_dir=%s/spank-state %s\n' \
+        "$SHMT_PLUGIN" "$SHMT_MONITOR" "$SHMT_TEST_ROOT" "$*" >"$conf"
 }
 
 # Writes slurm.conf; extra lines (for example Epilog=...) come from the arguments.
