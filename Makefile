@@ -2,7 +2,7 @@
 #
 #   make                                  # release tools (Swift runtime linked in), SPANK plugin,
 #                                         # man pages and shell completions, under build/
-#   make install [PREFIX=/usr/local] [DESTDIR=]   # copy them into place (see docs/install.md)
+#   make install [PREFIX=/usr/local] [DESTDIR=]   # copy what make built into place (docs/install.md)
 #   make uninstall [PREFIX=...] [DESTDIR=]        # remove every file install put there
 #   make deb                              # build/shmtransport_<version>_<arch>.deb (dpkg-deb)
 #
@@ -71,7 +71,13 @@ docs: tools
 		$(SWIFT_BIN)/generate-manual $(SWIFT_BIN)/$$tool --output-directory $(BUILD)/man || exit 1; \
 	done
 
-install: all
+# Installs what `make` built; it builds nothing itself, so `sudo make install` needs no toolchain
+# on root's PATH.
+install:
+	@for f in $(TOOLS:%=$(SWIFT_BIN)/%) $(BUILD)/slurm/shmtransport_spank.so $(TOOLS:%=$(BUILD)/man/%.1) \
+		$(TOOLS:%=$(BUILD)/completions/bash/%); do \
+		[ -f "$$f" ] || { echo "make install: $$f is missing; run make first" >&2; exit 1; }; \
+	done
 	install -d $(DESTDIR)$(bindir) $(DESTDIR)$(libdir)/slurm $(DESTDIR)$(pkgdata)/lib \
 		$(DESTDIR)$(pkgdata)/slurm $(DESTDIR)$(pkgdata)/ctest $(DESTDIR)$(cmakedir) \
 		$(DESTDIR)$(mandir)/man1 $(DESTDIR)$(bashcompdir) $(DESTDIR)$(zshcompdir) $(DESTDIR)$(fishcompdir)
