@@ -19,6 +19,9 @@ public final class Channel: @unchecked Sendable {
     public let factory: TransportFactory
     /// The endpoints bound, as ZeroMQ reports them (a `tcp://host:*` bind shows its port).
     public internal(set) var boundEndpoints: [String] = []
+    /// The endpoints an address-less sub-channel connected to, read from the device's
+    /// ``AddressDirectory``.
+    public internal(set) var lookedUpEndpoints: [String] = []
 
     init(name: String, index: Int, configuration: SubChannelConfiguration, socket: Socket, factory: TransportFactory) {
         self.name = name

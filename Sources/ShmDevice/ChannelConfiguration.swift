@@ -7,7 +7,8 @@ public struct SubChannelConfiguration: Sendable, Equatable {
     public var type: SocketType
     /// `bind` or `connect` (`method`); each address may override it with `@` or `+`.
     public var method: ChannelMethod?
-    /// The endpoints (`address`, several separated by `,`).
+    /// The endpoints (`address`, several separated by `,`). Empty when the file gives none: the
+    /// device's ``AddressDirectory`` then looks a connect up, and a bind takes `tcp://*:*`.
     public var addresses: [ChannelAddress]
     /// The transport of this sub-channel (`transport`); `nil` takes the device's `--transport`.
     public var transport: TransportKind?
@@ -120,11 +121,14 @@ struct ChannelDeclaration: Sendable {
             guard let m = ChannelMethod(rawValue: text) else { throw fail(label, "method", "unknown method '\(text)'; use bind or connect") }
             method = m
         }
-        guard let addressText = p["address"], addressText != "unspecified", !addressText.isEmpty else {
-            throw fail(label, "address", "not set; give e.g. ipc:///tmp/\(label.filter { $0.isLetter || $0.isNumber }) or tcp://127.0.0.1:5555")
+        // No address: the device's --address-dir supplies it (checked in DeviceConfiguration).
+        var addressText = p["address"] ?? ""
+        if addressText == "unspecified" { addressText = "" }
+        if addressText.isEmpty && method == nil {
+            throw fail(label, "method", "not set; give method=bind or method=connect")
         }
         var addresses: [ChannelAddress] = []
-        for part in addressText.split(separator: ",", omittingEmptySubsequences: false) {
+        for part in addressText.split(separator: ",", omittingEmptySubsequences: false) where !addressText.isEmpty {
             switch ChannelAddress.parse(String(part)) {
             case .success(let address):
                 guard address.methodOverride ?? method != nil else {

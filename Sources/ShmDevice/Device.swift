@@ -20,11 +20,19 @@ public final class Device: @unchecked Sendable {
     private var factories: [TransportKind: TransportFactory] = [:]
     private var channelsByName: [String: [Channel]] = [:]
     private let stopping = ManagedAtomic<Bool>(false)
+    /// The address files this device published (removed at ``close()``).
+    private var publications: [AddressDirectory.Publication] = []
 
     /// Creates the factories and sockets, binds and connects.
+    ///
+    /// With an ``DeviceConfiguration/addressDirectory``, every bound sub-channel publishes its
+    /// endpoints there, and each sub-channel without an address binds `tcp://*:*` or, to
+    /// connect, waits for its peer's file (up to the directory's timeout; `shouldStop`, asked
+    /// while waiting, ends the wait early — a stop signal during start-up).
     /// - Throws: ``DeviceConfigurationError`` naming the channel and field when a socket cannot
-    ///   be set up (address in use, no such host, ...) or a factory cannot be made.
-    public init(_ configuration: DeviceConfiguration, logger: Logger) throws(DeviceConfigurationError) {
+    ///   be set up (address in use, no such host, no peer address in time, ...) or a factory
+    ///   cannot be made.
+    public init(_ configuration: DeviceConfiguration, logger: Logger, shouldStop: () -> Bool = { false }) throws(DeviceConfigurationError) {
         self.configuration = configuration
         var logger = logger
         logger[metadataKey: "device"] = "\(configuration.id)"
@@ -37,15 +45,20 @@ public final class Device: @unchecked Sendable {
                 throw DeviceConfigurationError(device: id, field: "--transport \(kind)", error.message)
             }
         }
-        var pendingConnects: [(Channel, String)] = []
+        let directory = configuration.addressDirectory
+        var published: [AddressDirectory.Publication] = []
+        // a device that fails half-way removes what it published (close() does it otherwise)
+        var started = false
+        defer { if !started { published.forEach(AddressDirectory.unpublish) } }
+        var pendingConnects: [(Channel, String?)] = []
         for channel in configuration.channels {
             var subChannels: [Channel] = []
             for (index, sub) in channel.subChannels.enumerated() {
                 let kind = sub.transport ?? configuration.transport
                 guard let factory = factories[kind] else { preconditionFailure("no factory for \(kind)") }
                 let label = "\(channel.name)[\(index)]"
-                func fail(_ field: String, _ error: TransportError) -> DeviceConfigurationError {
-                    DeviceConfigurationError(device: id, channel: label, field: field, error.message)
+                func fail(_ field: String, _ message: String) -> DeviceConfigurationError {
+                    DeviceConfigurationError(device: id, channel: label, field: field, message)
                 }
                 let socket: Socket
                 do {
@@ -56,18 +69,37 @@ public final class Device: @unchecked Sendable {
                     if sub.receiveKernelSize > 0 { try socket.setOption(.receiveBufferSize, sub.receiveKernelSize) }
                     try socket.setOption(.linger, sub.linger)
                 } catch {
-                    throw fail("type", error)
+                    throw fail("type", error.message)
                 }
                 let runtime = Channel(name: channel.name, index: index, configuration: sub, socket: socket, factory: factory)
+                if sub.addresses.isEmpty {
+                    // checked: only with an address directory
+                    if sub.method == .bind {
+                        do {
+                            runtime.boundEndpoints.append(try Self.bind(socket, "tcp://*:*", sub))
+                        } catch {
+                            throw fail("address", error.message)
+                        }
+                    } else {
+                        pendingConnects.append((runtime, nil))
+                    }
+                }
                 for address in sub.addresses {
                     if sub.method(of: address) == .bind {
                         do {
                             runtime.boundEndpoints.append(try Self.bind(socket, address.endpoint, sub))
                         } catch {
-                            throw fail("address", error)
+                            throw fail("address", error.message)
                         }
                     } else {
                         pendingConnects.append((runtime, address.endpoint))
+                    }
+                }
+                if let directory, !runtime.boundEndpoints.isEmpty {
+                    do {
+                        published.append(try directory.publish(channel: channel.name, index: index, endpoints: runtime.boundEndpoints))
+                    } catch {
+                        throw fail("--address-dir", error.message)
                     }
                 }
                 subChannels.append(runtime)
@@ -75,19 +107,35 @@ public final class Device: @unchecked Sendable {
             channelsByName[channel.name] = subChannels
         }
         for (channel, endpoint) in pendingConnects {
-            do {
-                try channel.socket.connect(endpoint)
-            } catch {
-                throw DeviceConfigurationError(device: id, channel: channel.label, field: "address", error.message)
+            var endpoints: [String]
+            if let endpoint {
+                endpoints = [endpoint]
+            } else {
+                guard let directory else { preconditionFailure("an address-less connect without an address directory") }
+                do {
+                    endpoints = try directory.lookup(channel: channel.name, index: channel.index, shouldStop: shouldStop)
+                } catch {
+                    throw DeviceConfigurationError(device: id, channel: channel.label, field: "--address-dir", error.message)
+                }
+                channel.lookedUpEndpoints = endpoints
+            }
+            for endpoint in endpoints {
+                do {
+                    try channel.socket.connect(endpoint)
+                } catch {
+                    throw DeviceConfigurationError(device: id, channel: channel.label, field: "address", error.message)
+                }
             }
         }
+        self.publications = published
+        started = true
         for channel in configuration.channels {
             for sub in channelsByName[channel.name] ?? [] {
                 logger.debug(
                     "channel ready",
                     metadata: [
                         "channel": "\(sub.label)", "type": "\(sub.configuration.type)", "transport": "\(sub.transport)",
-                        "addresses": "\(sub.boundEndpoints + sub.configuration.addresses.filter { sub.configuration.method(of: $0) == .connect }.map(\.endpoint))",
+                        "addresses": "\(sub.boundEndpoints + sub.configuration.addresses.filter { sub.configuration.method(of: $0) == .connect }.map(\.endpoint) + sub.lookedUpEndpoints)",
                     ])
             }
         }
@@ -156,6 +204,9 @@ public final class Device: @unchecked Sendable {
     /// that its receivers have everything (an acknowledged last message, say).
     public func close(waitingForReceivers: Bool = true) {
         let all = channelsByName.values.flatMap { $0 }
+        // no new peer finds this device once it winds down
+        publications.forEach(AddressDirectory.unpublish)
+        publications = []
         if waitingForReceivers { lingerForReceivers(all) }
         for channel in all { channel.socket.close() }
         channelsByName = [:]

@@ -18,10 +18,14 @@ public struct DeviceConfiguration: Sendable {
     public var rate: Double
     /// Whether the device starts the monitor daemon of its session (`--shm-monitor true`).
     public var launchMonitor: Bool
+    /// Where bound sub-channels publish their addresses and address-less ones look them up
+    /// (`--address-dir`); `nil`: every sub-channel must have an address.
+    public var addressDirectory: AddressDirectory?
 
     public init(
         id: String, transport: TransportKind = .zeromq, channels: [ChannelConfiguration],
-        transportConfiguration: TransportConfiguration = TransportConfiguration(), rate: Double = 0, launchMonitor: Bool = false
+        transportConfiguration: TransportConfiguration = TransportConfiguration(), rate: Double = 0, launchMonitor: Bool = false,
+        addressDirectory: AddressDirectory? = nil
     ) {
         self.id = id
         self.transport = transport
@@ -29,6 +33,7 @@ public struct DeviceConfiguration: Sendable {
         self.transportConfiguration = transportConfiguration
         self.rate = rate
         self.launchMonitor = launchMonitor
+        self.addressDirectory = addressDirectory
     }
 
     /// The channel named `name`, if the device has it.
@@ -62,15 +67,22 @@ public struct DeviceConfiguration: Sendable {
         return channels
     }
 
-    /// Refuses a device whose channels cannot work with their transport.
-    func checkTransports() throws(DeviceConfigurationError) {
+    /// Refuses a device whose channels cannot work with their transport, or that leaves an
+    /// address out without an address directory to find it in.
+    func check() throws(DeviceConfigurationError) {
         for channel in channels {
             for (index, sub) in channel.subChannels.enumerated() {
+                let label = channel.subChannels.count == 1 ? channel.name : "\(channel.name)[\(index)]"
                 let kind = sub.transport ?? transport
                 if kind == .shmem && (sub.type == .pub || sub.type == .sub) {
                     throw DeviceConfigurationError(
-                        device: id, channel: channel.subChannels.count == 1 ? channel.name : "\(channel.name)[\(index)]", field: "type",
+                        device: id, channel: label, field: "type",
                         "\(sub.type) over shmem is refused: a shared-memory message has one receiver; use push/pull or pair, or transport=zeromq for this channel")
+                }
+                if sub.addresses.isEmpty && addressDirectory == nil {
+                    throw DeviceConfigurationError(
+                        device: id, channel: label, field: "address",
+                        "not set; give e.g. ipc:///tmp/\(label.filter { $0.isLetter || $0.isNumber }) or tcp://127.0.0.1:5555, or --address-dir DIR to take it from the device that binds '\(channel.name)'")
                 }
             }
         }

@@ -68,6 +68,13 @@ public struct DeviceOptions: ParsableArguments, Sendable {
     @Option(help: "A segment this device creates records every message (creator, size, time) for 'shmmonitor --debug'.")
     public var shmMessageRecords = BooleanValue(false)
 
+    @Option(help: "Directory where bound channels publish their addresses and channels without an address look them up (default: $SHMTRANSPORT_ADDRESS_DIR); give each job its own.")
+    public var addressDir: String?
+    @Option(help: "Interface whose IPv4 address is published for a tcp://*:* bind ('default': the default route's).")
+    public var networkInterface: String = "default"
+    @Option(help: "Seconds a channel without an address waits for its peer to publish one in --address-dir.")
+    public var initTimeout: Double = 120
+
     @Option(help: "FairMQ's state machine control: static or interactive (both run straight to RUNNING here).")
     public var control: String = "interactive"
     @Option(help: "Log severity: trace, debug, info, warn, error, fatal, nolog.")
@@ -96,6 +103,8 @@ public struct DeviceOptions: ParsableArguments, Sendable {
             throw ValidationError("--bad-alloc-max-attempts \(badAllocMaxAttempts) must be -1 (for ever) or 1 or more")
         }
         guard badAllocAttemptInterval >= 0 else { throw ValidationError("--bad-alloc-attempt-interval must be 0 or more ms") }
+        guard initTimeout >= 0, initTimeout.isFinite else { throw ValidationError("--init-timeout \(initTimeout) must be 0 or more seconds") }
+        guard !networkInterface.isEmpty else { throw ValidationError("--network-interface is empty; give 'default' or an interface name such as eth0") }
         if let session { _ = try SessionID(session) }
     }
 
@@ -104,6 +113,13 @@ public struct DeviceOptions: ParsableArguments, Sendable {
         if let session { return try SessionID(session) }
         guard let value = environment[SessionID.environmentVariable], !value.isEmpty else { return .default }
         return try SessionID(value)
+    }
+
+    /// The address directory: `--address-dir`, else `$SHMTRANSPORT_ADDRESS_DIR` (of
+    /// `environment`), else none.
+    public func addressDirectory(environment: [String: String] = ProcessInfo.processInfo.environment) -> AddressDirectory? {
+        guard let path = addressDir ?? environment[AddressDirectory.environmentVariable], !path.isEmpty else { return nil }
+        return AddressDirectory(path: path, networkInterface: networkInterface, timeoutSeconds: initTimeout)
     }
 
     /// The checked configuration; throws ``DeviceConfigurationError`` naming the bad field.
@@ -125,8 +141,9 @@ public struct DeviceOptions: ParsableArguments, Sendable {
             id: id, transport: TransportKind(rawValue: transport) ?? .zeromq,
             channels: try DeviceConfiguration.channels(
                 device: id, deviceKey: configKey ?? id, mqConfig: mqConfig, channelConfig: channelConfig),
-            transportConfiguration: transportConfiguration, rate: rate, launchMonitor: shmMonitor.value)
-        try configuration.checkTransports()
+            transportConfiguration: transportConfiguration, rate: rate, launchMonitor: shmMonitor.value,
+            addressDirectory: addressDirectory())
+        try configuration.check()
         return configuration
     }
 }

@@ -57,8 +57,13 @@ public enum DeviceMain {
         let signals = StopSignals.shared
         let device: Device
         do {
-            device = try Device(try options.deviceConfiguration(), logger: logger)
+            device = try Device(try options.deviceConfiguration(), logger: logger) { signals.received != nil }
         } catch {
+            // stopped while waiting for a peer's address: nothing ran, nothing to report
+            if signals.received != nil {
+                logger.info("stopped while starting: \(error)")
+                return .done
+            }
             logger.error("\(error)")
             return .badConfiguration
         }

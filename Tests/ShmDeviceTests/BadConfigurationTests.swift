@@ -28,6 +28,10 @@ struct BadConfigurationTests {
              expected: ["channel 'data'", "method:", "unknown method 'bound'", "bind or connect"]),
         Case(label: "method missing", arguments: channel("name=data,type=push,address=ipc:///tmp/a"), json: nil,
              expected: ["channel 'data'", "method:", "not set", "@ (bind)"]),
+        Case(label: "address missing", arguments: channel("name=data,type=push,method=bind"), json: nil,
+             expected: ["channel 'data'", "address:", "not set", "tcp://127.0.0.1:5555", "--address-dir"]),
+        Case(label: "address and method missing", arguments: channel("name=data,type=push"), json: nil,
+             expected: ["channel 'data'", "method:", "not set", "method=bind or method=connect"]),
         Case(label: "address without scheme", arguments: channel("name=data,type=push,method=bind,address=localhost:5555"), json: nil,
              expected: ["channel 'data'", "address:", "no scheme"]),
         Case(label: "address with a bad port", arguments: channel("name=data,type=push,method=bind,address=tcp://127.0.0.1:99999"), json: nil,
@@ -91,7 +95,8 @@ struct BadConfigurationTests {
     }
 
     @Test func badDeviceOptionsAreRefusedByTheParser() {
-        for arguments in [["--transport", "ofi"], ["--shm-throw-bad-alloc", "maybe"], ["--shm-allocation", "buddy"], ["--session", "a/b"]] {
+        for arguments in [["--transport", "ofi"], ["--shm-throw-bad-alloc", "maybe"], ["--shm-allocation", "buddy"], ["--session", "a/b"],
+                          ["--init-timeout", "-1"], ["--network-interface", ""]] {
             #expect(throws: (any Error).self, "\(arguments)") { _ = try DeviceOptions.parse(arguments) }
         }
     }

@@ -12,7 +12,7 @@ final class DeviceProcess: @unchecked Sendable {
     let process = Process()
     private let logPath: String
 
-    init(_ name: String, _ arguments: [String], shmDirectory: String) throws {
+    init(_ name: String, _ arguments: [String], shmDirectory: String, environment extra: [String: String] = [:]) throws {
         logPath = NSTemporaryDirectory() + "device-\(UUID().uuidString).log"
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
@@ -21,6 +21,8 @@ final class DeviceProcess: @unchecked Sendable {
         var environment = ProcessInfo.processInfo.environment
         environment.removeValue(forKey: "SHMTRANSPORT_SESSION")
         environment["SHMTRANSPORT_SHM_DIR"] = shmDirectory
+        environment.removeValue(forKey: "SHMTRANSPORT_ADDRESS_DIR")
+        environment.merge(extra) { $1 }
         process.environment = environment
         process.standardOutput = log
         process.standardError = log
