@@ -119,6 +119,12 @@ static void reset_signals(void)
 
 	for (int sig = 1; sig < NSIG; sig++)
 		signal(sig, SIG_DFL); /* fails harmlessly for SIGKILL, SIGSTOP and reserved ones */
+	/* A step's teardown signals every process of the step, and proctrack/linuxproc counts this
+	 * child among them: a cleanup must not die half-way through (timeout= still ends it with
+	 * SIGKILL). An ignored disposition survives execve. */
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 }
@@ -252,7 +258,7 @@ enum shmt_result shmt_monitor_cleanup(const struct shmt_config *config, const st
 	int status = 0;
 	bool finished;
 
-	if (nargs + 8 > SHMT_MAX_ARGS) {
+	if (nargs + 10 > SHMT_MAX_ARGS) {
 		slurm_error(SHMT_PREFIX "%s: too many cleanup arguments (%zu)", label, nargs);
 		return SHMT_FAILED;
 	}
@@ -263,6 +269,9 @@ enum shmt_result shmt_monitor_cleanup(const struct shmt_config *config, const st
 		argv[argc++] = (char *)args[i];
 	argv[argc++] = "--user-id";
 	argv[argc++] = uid_text;
+	/* its stdout says what was removed or kept; its log (stderr, logged as errors) only problems */
+	argv[argc++] = "--severity";
+	argv[argc++] = "warn";
 	if (config->shm_dir[0] != '\0') {
 		argv[argc++] = "--shm-dir";
 		argv[argc++] = (char *)config->shm_dir;
