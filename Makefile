@@ -32,7 +32,8 @@ TOOLS := shmmonitor shm-keepalive shm-bsampler shm-sink shm-processor shmbench
 SCRIPTS := shm-launch shm-job.sh
 SCRIPT_LIBS := lib/common.sh lib/launch.sh
 CMAKE_FILES := ShmTransportFixtures.cmake ShmTransportFixturesConfig.cmake ShmTransportFixturesConfigVersion.cmake
-SLURM_EXAMPLES := plugstack.conf.example examples/shmtransport-epilog.sh examples/clonens-epilog.sh
+SLURM_EXAMPLES := plugstack.conf.example examples/shmtransport-epilog.sh examples/clonens-epilog.sh \
+	examples/two-node-topology.sbatch examples/two-node-topology.json
 SLURM_EXAMPLE_NAMES := $(notdir $(SLURM_EXAMPLES))
 
 # Every file install writes, relative to $(DESTDIR): uninstall removes exactly these.

@@ -97,7 +97,9 @@ public final class Device: @unchecked Sendable {
                 }
                 if let directory, !runtime.boundEndpoints.isEmpty {
                     do {
-                        published.append(try directory.publish(channel: channel.name, index: index, endpoints: runtime.boundEndpoints))
+                        let publication = try directory.publish(channel: channel.name, index: index, endpoints: runtime.boundEndpoints)
+                        published.append(publication)
+                        logger.info("\(label): bound \(runtime.boundEndpoints.joined(separator: ", ")), published as \(publication.contents.split(separator: "\n").joined(separator: ", ")) in \(publication.file)")
                     } catch {
                         throw fail("--address-dir", error.message)
                     }
@@ -118,6 +120,7 @@ public final class Device: @unchecked Sendable {
                     throw DeviceConfigurationError(device: id, channel: channel.label, field: "--address-dir", error.message)
                 }
                 channel.lookedUpEndpoints = endpoints
+                logger.info("\(channel.label): connecting to \(endpoints.joined(separator: ", ")) (from \(directory.file(channel: channel.name, index: channel.index)))")
             }
             for endpoint in endpoints {
                 do {

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# A private single-node Slurm for the plugin's integration tests: munge, slurmctld and slurmd
+# A private Slurm (one node, or two: see cluster::two_nodes) for the plugin's integration tests: munge, slurmctld and slurmd
 # with their own slurm.conf under $SHMT_TEST_ROOT (never /etc/slurm), non-default ports, and
 # the plugin loaded from plugstack.conf. Every daemon is stopped by the pid it wrote.
 #
@@ -43,19 +43,107 @@ cluster::write_plugstack() {
         "$SHMT_PLUGIN" "$SHMT_MONITOR" "$SHMT_TEST_ROOT" "$*" >"$conf"
 }
 
+# --- Two nodes on one machine (SHMT_NODES=2, set by scripts/test-slurm --two-nodes) ---
+# Node n0 is slurmd -N n0 in the root namespaces. Node n1 is slurmd -N n1 in a network
+# namespace of its own (a veth pair to n0, addresses $SHMT_CLUSTER_SUBNET.1 and .2, default
+# 198.51.100, a documentation range) and a mount namespace of its own, in which /dev/shm and the
+# plugin's state_dir are private tmpfs mounts: each node has its own shared memory, as real
+# nodes do. Both are made, and removed, by name.
+#   SHMT_NODES           1 (default) or 2
+#   SHMT_CLUSTER_SUBNET  the first three octets of the nodes' /24
+
+cluster::two_nodes() { [ "${SHMT_NODES:-1}" = 2 ]; }
+cluster::netns() { printf 'shmtransport-n1\n'; }
+cluster::subnet() { printf '%s\n' "${SHMT_CLUSTER_SUBNET:-198.51.100}"; }
+
+# The address of node $1 (n0 or n1).
+cluster::node_addr() {
+    case $1 in
+    n0) printf '%s.1\n' "$(cluster::subnet)" ;;
+    n1) printf '%s.2\n' "$(cluster::subnet)" ;;
+    *) return 2 ;;
+    esac
+}
+
+cluster::node_names() { if cluster::two_nodes; then echo n0 n1; else hostname -s; fi; }
+
+# The file that holds n1's mount namespace.
+cluster::mount_ns() { printf '%s/ns/n1.mnt\n' "$SHMT_TEST_ROOT"; }
+
+# Runs "$@" on node $1: as is on n0, inside n1's network and mount namespaces on n1.
+cluster::on_node() {
+    local node=$1
+    shift
+    if [ "$node" = n1 ]; then
+        nsenter --mount="$(cluster::mount_ns)" --net="/run/netns/$(cluster::netns)" -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# Makes n1's namespaces: refuses a subnet the machine already uses.
+cluster::start_node_namespaces() {
+    local ns nsdir subnet
+    ns=$(cluster::netns) nsdir=$SHMT_TEST_ROOT/ns subnet=$(cluster::subnet)
+    if ip -o -4 addr show | grep -q -F " $subnet."; then
+        common::log "the subnet $subnet.0/24 is in use on this machine; give another with SHMT_CLUSTER_SUBNET=a.b.c"
+        return 1
+    fi
+    ip netns add "$ns"
+    ip link add shmt-veth0 type veth peer name shmt-veth1 netns "$ns"
+    ip addr add "$(cluster::node_addr n0)/24" dev shmt-veth0
+    ip link set shmt-veth0 up
+    ip -n "$ns" link set lo up
+    ip -n "$ns" addr add "$(cluster::node_addr n1)/24" dev shmt-veth1
+    ip -n "$ns" link set shmt-veth1 up
+    ip -n "$ns" route add default via "$(cluster::node_addr n0)"
+    # a mount namespace kept by a file: its directory must be a private mount
+    install -d -m 0700 "$nsdir" "$SHMT_TEST_ROOT/spank-state"
+    mount --bind "$nsdir" "$nsdir"
+    mount --make-private "$nsdir"
+    : >"$(cluster::mount_ns)"
+    unshare --mount="$(cluster::mount_ns)" --propagation private true
+    nsenter --mount="$(cluster::mount_ns)" -- mount -t tmpfs -o size=1g,mode=1777 shmt-n1-shm /dev/shm
+    nsenter --mount="$(cluster::mount_ns)" -- mount -t tmpfs -o mode=0700 shmt-n1-state "$SHMT_TEST_ROOT/spank-state"
+}
+
+# Removes n1's namespaces and the veth pair by name, after killing what still runs in them
+# (slurmd n1 is stopped before); does nothing for what is not there.
+cluster::stop_node_namespaces() {
+    local ns pid nsdir=$SHMT_TEST_ROOT/ns
+    ns=$(cluster::netns)
+    if [ -e "/run/netns/$ns" ]; then
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+        ip netns del "$ns" || common::log "could not remove the network namespace $ns"
+    fi
+    ! ip link show shmt-veth0 >/dev/null 2>&1 || ip link del shmt-veth0
+    if mountpoint -q "$nsdir" 2>/dev/null; then
+        umount "$(cluster::mount_ns)" 2>/dev/null || true
+        umount "$nsdir" || common::log "could not unmount $nsdir"
+    fi
+}
+
 # Writes slurm.conf; extra lines (for example Epilog=...) come from the arguments.
 # shellcheck disable=SC2120 # the bats files pass them
 cluster::write_slurm_conf() {
-    local root=$SHMT_TEST_ROOT host mem first_job
+    local root=$SHMT_TEST_ROOT host mem first_job ctld_addr=127.0.0.1 nodes
+    local pidfile=$root/run/slurmd.pid spool=$root/spool log=$root/log/slurmd.log
     first_job=$((($(date +%s) % 100000) * 100 + 1000))
     host=$(hostname -s)
     mem=$(($(awk '/MemTotal/{print $2}' /proc/meminfo) / 1024 / 2))
+    nodes="NodeName=$host NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=$mem State=UNKNOWN"
+    if cluster::two_nodes; then
+        ctld_addr=$(cluster::node_addr n0)
+        pidfile=$root/run/slurmd.%n.pid spool=$root/spool/%n log=$root/log/slurmd.%n.log
+        nodes="NodeName=n0 NodeAddr=$(cluster::node_addr n0) NodeHostname=$host CPUs=$(nproc) RealMemory=$mem State=UNKNOWN
+NodeName=n1 NodeAddr=$(cluster::node_addr n1) NodeHostname=$host CPUs=$(nproc) RealMemory=$mem State=UNKNOWN"
+    fi
     cat >"$root/etc/slurm.conf" <<CONF
 # Written by slurm/tests/lib/cluster.bash for the plugin's integration tests.
 ClusterName=shmtransport-test
 # job ids (and so the default session names slurm-<job>-<step>) differ from run to run
 FirstJobId=$first_job
-SlurmctldHost=$host(127.0.0.1)
+SlurmctldHost=$host($ctld_addr)
 SlurmctldPort=16817
 SlurmdPort=16818
 SlurmUser=root
@@ -72,11 +160,11 @@ SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=1
 StateSaveLocation=$root/state
-SlurmdSpoolDir=$root/spool
+SlurmdSpoolDir=$spool
 SlurmctldPidFile=$root/run/slurmctld.pid
-SlurmdPidFile=$root/run/slurmd.pid
+SlurmdPidFile=$pidfile
 SlurmctldLogFile=$root/log/slurmctld.log
-SlurmdLogFile=$root/log/slurmd.log
+SlurmdLogFile=$log
 SlurmdDebug=verbose
 SlurmctldDebug=info
 PlugStackConfig=$root/etc/plugstack.conf
@@ -84,7 +172,7 @@ ReturnToService=2
 KillWait=2
 MinJobAge=2
 InactiveLimit=0
-NodeName=$host NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=$mem State=UNKNOWN
+$nodes
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:8
 CONF
     printf 'CgroupPlugin=cgroup/v1\nCgroupAutomount=no\nCgroupMountpoint=/sys/fs/cgroup\n' >"$root/etc/cgroup.conf"
@@ -116,16 +204,18 @@ cluster::start_munge() {
 }
 
 cluster::wait_idle() {
-    local i state
+    local i state node
     for i in $(seq 150); do
-        state=$(sinfo -h -o %T 2>/dev/null || true)
+        state=$(sinfo -h -N -o %T 2>/dev/null | sort -u | paste -s -d ' ' || true)
         [ "$state" = idle ] && return 0
-        if [ "$state" = drained ] || [ "$state" = down ] || [ "$state" = 'idle*' ] && [ "$i" -gt 50 ]; then
-            scontrol update nodename="$(hostname -s)" state=resume >/dev/null 2>&1 || true
+        if [ "$state" != idle ] && [ "$i" -gt 50 ]; then
+            for node in $(cluster::node_names); do
+                scontrol update nodename="$node" state=resume >/dev/null 2>&1 || true
+            done
         fi
         sleep 0.2
     done
-    common::log "the node is not idle after 30 s (state '$state'); see $SHMT_TEST_ROOT/log/"
+    common::log "the nodes are not idle after 30 s (state '$state'); see $SHMT_TEST_ROOT/log/"
     return 1
 }
 
@@ -146,11 +236,21 @@ cluster::stop_pidfile() {
 }
 
 cluster::start_slurmd() {
-    slurmd -f "$SLURM_CONF"
+    if cluster::two_nodes; then
+        mkdir -p "$SHMT_TEST_ROOT"/spool/{n0,n1}
+        slurmd -f "$SLURM_CONF" -N n0
+        # nsenter, not ip netns exec: that remounts /sys, and slurmd then finds no cgroup mount
+        cluster::on_node n1 slurmd -f "$SLURM_CONF" -N n1
+    else
+        slurmd -f "$SLURM_CONF"
+    fi
 }
 
 cluster::stop_slurmd() {
-    cluster::stop_pidfile "$SHMT_TEST_ROOT/run/slurmd.pid"
+    local file
+    for file in "$SHMT_TEST_ROOT"/run/slurmd.pid "$SHMT_TEST_ROOT"/run/slurmd.n[01].pid; do
+        cluster::stop_pidfile "$file"
+    done
 }
 
 # Plugstack changes need a slurmd restart before job_prolog/job_epilog hooks see them.
@@ -185,13 +285,16 @@ cluster::start() {
     local root=$SHMT_TEST_ROOT
     mkdir -p "$root"/{etc,state,spool,log,run}
     cluster::start_munge
+    if cluster::two_nodes; then cluster::start_node_namespaces; fi
     cluster::write_slurm_conf
     [ -f "$root/etc/plugstack.conf" ] || cluster::write_plugstack "${SHMT_PLUGSTACK_ARGS:-}"
     cluster::start_daemons
 }
 
-# Stops slurmd, slurmctld and (if we started it) munged, each by pid.
+# Stops slurmd, slurmctld and (if we started it) munged, each by pid, and removes the second
+# node's namespaces (whatever SHMT_NODES says: an interrupted two-node run may have left them).
 cluster::stop() {
     cluster::stop_daemons
     cluster::stop_pidfile "$SHMT_TEST_ROOT/munge/munged.pid"
+    cluster::stop_node_namespaces
 }
