@@ -137,8 +137,9 @@ import Testing
         #expect(result.stdout.isEmpty)
     }
 
-    @Test func nonRootCannotRemoveAnotherUsersSession() throws {
-        guard geteuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") else { return }
+    @Test(.enabled(if: geteuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"),
+                   "runs the tool as another user: needs root and setpriv"))
+    func nonRootCannotRemoveAnotherUsersSession() throws {
         let mixed = try MixedDirectory()
         defer { mixed.remove() }
         let other = try #require(mixed.otherOwner)
